@@ -1,0 +1,1 @@
+"""Tag firmware simulator: infant bracelet, mother tag, staff badge, advertisement encoding."""

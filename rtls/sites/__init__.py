@@ -1,0 +1,1 @@
+"""Example sites shipped with rtls (``example.toml``)."""
