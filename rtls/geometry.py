@@ -94,7 +94,12 @@ def segment_crossing_matrix(a: ArrayLike, b: ArrayLike, walls: ArrayLike) -> Boo
     ux, uy, vx, vy = w[:, 0], w[:, 1], w[:, 2], w[:, 3]
 
     def orient(
-        ax: FloatArray, ay: FloatArray, bx: FloatArray, by: FloatArray, cx: FloatArray, cy: FloatArray
+        ax: FloatArray,
+        ay: FloatArray,
+        bx: FloatArray,
+        by: FloatArray,
+        cx: FloatArray,
+        cy: FloatArray,
     ) -> FloatArray:
         return np.asarray((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
 
