@@ -1,0 +1,103 @@
+"""Rule parameters of a site (the ``[rules]`` table of the site file).
+
+Defaults follow the field figures in DOMAIN.md: infant heartbeats every 1.4–10 s (vendors),
+loiter near an exit 30–600 s, mother pairing within 1 h, DGUV pre-alarm under 45 s and at most
+90 s from onset to alarm for position / no-movement alarms. The rules engine (later issues)
+reads these; the simulators use the heartbeat intervals and badge timings.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TagRules(_Params):
+    """Per tag kind: heartbeat and supervision (tag silent) timing, battery threshold."""
+
+    heartbeat_s: float = Field(default=2.0, ge=0.1, le=25.5)
+    supervision_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    low_battery_pct: int = Field(default=20, ge=1, le=99)
+    burst_repeats: int = Field(default=3, ge=0, le=20)
+    burst_interval_s: float = Field(default=0.1, ge=0.02, le=2.0)
+
+    @model_validator(mode="after")
+    def _supervision_covers_heartbeats(self) -> TagRules:
+        if self.supervision_s < 3 * self.heartbeat_s:
+            raise ValueError(
+                f"supervision_s ({self.supervision_s}) must allow at least 3 missed heartbeats "
+                f"({3 * self.heartbeat_s} s at heartbeat_s={self.heartbeat_s})"
+            )
+        return self
+
+
+class InfantRules(TagRules):
+    """Infant bracelet rules."""
+
+    heartbeat_s: float = Field(default=2.0, ge=0.1, le=25.5)
+    supervision_s: float = Field(default=20.0, ge=1.0, le=3600.0)
+    exit_dwell_s: float = Field(default=0.0, ge=0.0, le=30.0)
+    loiter_s: float = Field(default=60.0, ge=30.0, le=600.0)
+    pairing_window_s: float = Field(default=3600.0, ge=60.0, le=86400.0)
+    sign_out_max_s: float = Field(default=3600.0, ge=60.0, le=86400.0)
+
+
+class StaffRules(TagRules):
+    """Staff badge (lone worker) rules; the badge firmware uses the man-down parameters."""
+
+    heartbeat_s: float = Field(default=2.0, ge=0.1, le=25.5)
+    supervision_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    tilt_deg: float = Field(default=45.0, ge=20.0, le=90.0)
+    tilt_hold_s: float = Field(default=30.0, ge=5.0, le=120.0)
+    no_movement_s: float = Field(default=60.0, ge=10.0, le=600.0)
+    pre_alarm_s: float = Field(default=20.0, ge=5.0, le=45.0)
+    check_in_s: float = Field(default=0.0, ge=0.0, le=86400.0)
+    show_position: bool = False
+
+    @model_validator(mode="after")
+    def _dguv_time_to_trigger(self) -> StaffRules:
+        # DGUV (DOMAIN.md): pre-alarm under 45 s, at most 90 s to trigger position alarms.
+        if self.tilt_hold_s + self.pre_alarm_s > 90.0:
+            raise ValueError(
+                f"tilt_hold_s + pre_alarm_s = {self.tilt_hold_s + self.pre_alarm_s} s exceeds "
+                "DGUV's 90 s maximum time to trigger"
+            )
+        return self
+
+
+class GatewayRules(_Params):
+    """Technical supervision of the infrastructure."""
+
+    gateway_silent_s: float = Field(default=30.0, ge=5.0, le=3600.0)
+    reader_silent_s: float = Field(default=60.0, ge=5.0, le=3600.0)
+    health_interval_s: float = Field(default=10.0, ge=1.0, le=600.0)
+    batch_interval_s: float = Field(default=0.25, ge=0.02, le=5.0)
+
+
+class RuleParams(_Params):
+    """The ``[rules]`` table: ``[rules.infant]``, ``[rules.mother]``, ``[rules.staff]``, ..."""
+
+    infant: InfantRules = Field(default_factory=InfantRules)
+    mother: TagRules = Field(default_factory=lambda: TagRules(heartbeat_s=3.0, supervision_s=60.0))
+    staff: StaffRules = Field(default_factory=StaffRules)
+    reference: TagRules = Field(
+        default_factory=lambda: TagRules(heartbeat_s=5.0, supervision_s=120.0)
+    )
+    infrastructure: GatewayRules = Field(default_factory=GatewayRules)
+
+    _ZONE_KEYS: ClassVar[frozenset[str]] = frozenset({"exit_dwell_s", "loiter_s", "dwell_s"})
+
+    def for_kind(self, kind: str) -> TagRules:
+        """Rules for a tag kind name (``infant``, ``mother``, ``staff``, ``reference``)."""
+        rules: TagRules = getattr(self, kind)
+        return rules
+
+    @classmethod
+    def zone_override_keys(cls) -> frozenset[str]:
+        """Rule keys a zone may override in its ``rules`` table."""
+        return cls._ZONE_KEYS
