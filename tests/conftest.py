@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import MOSQUITTO_MISSING, MosquittoBroker, find_mosquitto
+from rtls.service.broker import MOSQUITTO_MISSING, MosquittoBroker, find_mosquitto
 
 BROKER_FIXTURES = frozenset({"mosquitto", "fresh_mosquitto"})
 

@@ -11,13 +11,11 @@ import pytest
 
 from gateways.mqtt import LinkPool, Message, MqttLink, check_message
 from rtls.errors import ConfigError, PayloadError, TransportError
+from rtls.service.broker import MosquittoBroker, find_mosquitto, free_port
 from tests import conftest
 from tests.broker import (
     MessageCollector,
-    MosquittoBroker,
     Received,
-    find_mosquitto,
-    free_port,
     unique_client_id,
     wait_until,
 )

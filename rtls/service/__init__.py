@@ -1,0 +1,1 @@
+"""The I/O shell of rtls: processes, brokers, network. The pure core lives in ``rtls/``."""
