@@ -64,12 +64,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return gateways_main([*run, "--broker", f"127.0.0.1:{broker.port}"])
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from gateways.cli import main as gateways_main
-
-    return gateways_main(["run", *args.rest])
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rtls", description="Real-time location and alarm system")
     sub = p.add_subparsers(dest="command", required=True)
@@ -84,13 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = ssub.add_parser("check", help="validate a site file")
     c.add_argument("site", nargs="?", help="site TOML (default: the shipped example)")
     c.set_defaults(func=cmd_site_check)
-    m = sub.add_parser("simulate", help="the simulator; see rtls-gateways run --help")
-    m.add_argument("rest", nargs=argparse.REMAINDER)
-    m.set_defaults(func=cmd_simulate)
+    sub.add_parser("simulate", help="the simulator: same options as rtls-gateways run")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        from gateways.cli import main as gateways_main
+
+        return gateways_main(["run", *argv[1:]])
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
