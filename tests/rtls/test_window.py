@@ -1,0 +1,83 @@
+"""The RSSI window: time-weighted means per link, horizon, changed tags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rtls.errors import ConfigError
+from rtls.observations import OBS_DTYPE
+from rtls.window import RssiWindow
+
+
+def _obs(rows: list[tuple[float, int, int, float]]) -> np.ndarray:
+    return np.array(rows, dtype=OBS_DTYPE)
+
+
+def test_mean_of_simultaneous_packets_and_nan_for_unheard() -> None:
+    w = RssiWindow(3, 4, tau_s=2.0, horizon_s=5.0)
+    w.add(_obs([(10.0, 1, 0, -60.0), (10.0, 1, 0, -70.0), (10.0, 2, 0, -80.0)]))
+    snap = w.snapshot(10.0)
+    assert snap.rssi[0, 1] == pytest.approx(-65.0)
+    assert snap.rssi[0, 2] == pytest.approx(-80.0)
+    assert np.isnan(snap.rssi[0, 0])
+    assert np.isnan(snap.rssi[1]).all()
+    assert snap.weight[0, 1] == pytest.approx(2.0)
+    assert snap.last_t[0] == 10.0
+    assert snap.last_t[1] == -np.inf
+
+
+def test_older_packets_weigh_less_across_batches() -> None:
+    w = RssiWindow(1, 1, tau_s=2.0, horizon_s=50.0)
+    w.add(_obs([(0.0, 0, 0, -80.0)]))
+    w.add(_obs([(2.0, 0, 0, -60.0)]))
+    a = np.exp(-1.0)  # weight of the first packet seen from t = 2
+    expected = (a * -80.0 + -60.0) / (a + 1.0)
+    assert w.snapshot(2.0).rssi[0, 0] == pytest.approx(expected)
+    # the same two packets in one batch give the same mean
+    v = RssiWindow(1, 1, tau_s=2.0, horizon_s=50.0)
+    v.add(_obs([(2.0, 0, 0, -60.0), (0.0, 0, 0, -80.0)]))
+    assert v.snapshot(2.0).rssi[0, 0] == pytest.approx(expected)
+
+
+def test_horizon_makes_silent_links_unheard() -> None:
+    w = RssiWindow(1, 2, tau_s=1.0, horizon_s=3.0)
+    w.add(_obs([(0.0, 0, 0, -70.0), (2.5, 1, 0, -75.0)]))  # (t, gateway, tag, rssi)
+    snap = w.snapshot(4.0)
+    assert np.isnan(snap.rssi[0, 0])  # last heard 4 s ago > 3 s horizon
+    assert snap.rssi[0, 1] == pytest.approx(-75.0)
+    assert snap.weight[0, 0] == 0.0
+
+
+def test_changed_tags_and_forget() -> None:
+    w = RssiWindow(4, 2)
+    w.add(_obs([(1.0, 0, 2, -70.0), (1.0, 1, 3, -71.0)]))
+    assert w.take_changed().tolist() == [2, 3]
+    assert w.take_changed().tolist() == []
+    w.forget(np.array([2]))
+    assert np.isnan(w.snapshot(1.0, np.array([2])).rssi).all()
+
+
+def test_matches_a_direct_computation_on_random_data() -> None:
+    rng = np.random.default_rng(3)
+    n = 2000
+    obs = np.zeros(n, dtype=OBS_DTYPE)
+    obs["t"] = np.sort(rng.uniform(0, 10, n))
+    obs["gateway"] = rng.integers(0, 5, n)
+    obs["tag"] = rng.integers(0, 7, n)
+    obs["rssi"] = rng.normal(-70, 6, n)
+    w = RssiWindow(7, 5, tau_s=2.0, horizon_s=100.0)
+    for chunk in np.array_split(obs, 13):
+        w.add(chunk)
+    snap = w.snapshot(10.0)
+    for tag, gw in [(0, 0), (3, 4), (6, 2)]:
+        sel = (obs["tag"] == tag) & (obs["gateway"] == gw)
+        wt = np.exp(-(10.0 - obs["t"][sel]) / 2.0)
+        want = (wt * obs["rssi"][sel]).sum() / wt.sum()
+        assert snap.rssi[tag, gw] == pytest.approx(want, abs=1e-3)
+        assert snap.weight[tag, gw] == pytest.approx(wt.sum(), rel=1e-6)
+
+
+def test_bad_parameters() -> None:
+    with pytest.raises(ConfigError):
+        RssiWindow(1, 1, tau_s=0)
