@@ -210,8 +210,8 @@ class World:
             self._next_event += 1
             self._apply(ev, out)
         while self._reboots and self._reboots[0][0] <= t:
-            _, gi = self._reboots.pop(0)
-            self._power_gateway(gi, True, out)
+            when, gi = self._reboots.pop(0)
+            self._power_gateway(gi, True, out, when)
         self.ward.tick(t)
         pos = self.motion.positions(t)
         self._feed_badges(t)
@@ -322,12 +322,12 @@ class World:
         elif a == "battery":
             self._fw_by_id[str(ev.tag)].set_battery(t, float(ev.percent or 0))
         elif a in ("tag_silent", "tag_resume"):
-            self._fw_by_id[str(ev.tag)].set_silent(a == "tag_silent")
+            self._fw_by_id[str(ev.tag)].set_silent(a == "tag_silent", t)
         elif a == "gateway_power":
-            self._power_gateway(self._gw_index[str(ev.gateway)], bool(ev.value), out)
+            self._power_gateway(self._gw_index[str(ev.gateway)], bool(ev.value), out, t)
         elif a == "gateway_reboot":
             gi = self._gw_index[str(ev.gateway)]
-            self._power_gateway(gi, False, out)
+            self._power_gateway(gi, False, out, t)
             self._reboots.append((t + float(ev.duration_s or 0), gi))
             self._reboots.sort()
         elif a == "reader_power":
@@ -335,11 +335,11 @@ class World:
             self.door_readers.set_up(ri, bool(ev.value))
             out.power.append(PowerChange(self.readers[ri].id, bool(ev.value)))
 
-    def _power_gateway(self, gi: int, up: bool, out: StepOutput) -> None:
+    def _power_gateway(self, gi: int, up: bool, out: StepOutput, t: float) -> None:
         gw = self.gateways[gi]
         if gw.up == up:
             return
-        gw.power(self.t, up)
+        gw.power(t, up)
         self.radio.set_gateway_up(np.array([gi]), up)
         out.power.append(PowerChange(gw.id, up))
 

@@ -2,15 +2,22 @@
 
 Each model is a pure state machine stepped by time: call :meth:`TagFirmware.due` with the
 current time to get the advertisements sent since the last call. A state change (strap cut,
-SOS, man-down pre-alarm, ...) increments the sequence counter and sends a burst of repeats so
-that one lost packet cannot hide it (docs/advertisement.md).
+SOS, man-down pre-alarm, low battery, ...) increments the sequence counter, is sent at once and
+then repeated ``burst_repeats`` times ``burst_interval_s`` apart with the same sequence number
+and ``BURST_REPEAT`` set, so that one lost packet cannot hide it (docs/advertisement.md). The
+heartbeat resumes ``interval_s`` after the last repeat: no heartbeat falls inside a burst.
+
+A state change at time ``now`` first sends, with the old state, every frame due before ``now``;
+a change dated before the last :meth:`~TagFirmware.due` call takes effect at that call's time
+(a tag cannot transmit in the past).
 """
 
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +34,11 @@ ADV_DELAY_MAX_S = 0.010
 # A coin cell tag lasts about two years at a 2 s interval: 1 % per ~300,000 advertisements.
 BATTERY_PCT_PER_ADV = 1.0 / 300_000.0
 _SEQ = struct.Struct("<H")  # body bytes 5-6 (docs/advertisement.md)
+# Alarm flags of a staff badge: what the console confirms and a reset clears.
+_BADGE_ALARMS = (
+    Status.SOS | Status.PULL_CORD | Status.PRE_ALARM | Status.MAN_DOWN
+    | Status.NO_MOVEMENT | Status.FALL
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,9 +52,14 @@ class Frame:
 
 
 class TagFirmware:
-    """Heartbeat, sequence counter, bursts on state change, battery. Base of every tag model."""
+    """Heartbeat, sequence counter, bursts on state change, battery. Base of every tag model.
 
-    kind: AdvKind = AdvKind.REFERENCE
+    ``rng`` draws the initial sequence number, the phase of the first heartbeat (uniform in
+    ``[start_t, start_t + interval_s)``) and the advDelay added to every heartbeat interval.
+    """
+
+    kind: ClassVar[AdvKind] = AdvKind.REFERENCE
+    initial_status: ClassVar[Status] = Status.NONE
 
     def __init__(
         self,
@@ -57,48 +74,83 @@ class TagFirmware:
         burst_repeats: int = 3,
         burst_interval_s: float = 0.1,
     ) -> None:
-        if not 0.1 <= interval_s <= 25.5:
-            raise RtlsError(f"tag {serial}: advertising interval {interval_s} s is not in 0.1-25.5")
+        for ok, what in (
+            (0.1 <= interval_s <= 25.5, f"advertising interval {interval_s} s is not in 0.1-25.5"),
+            (0.0 <= battery_pct <= 100.0, f"battery {battery_pct} % is not in 0-100"),
+            (0 <= low_battery_pct <= 100, f"low_battery_pct {low_battery_pct} is not in 0-100"),
+            (burst_repeats >= 0, f"burst_repeats {burst_repeats} is negative"),
+            (burst_interval_s > 0.0, f"burst_interval_s {burst_interval_s} is not positive"),
+        ):  # fmt: skip
+            if not ok:
+                raise RtlsError(f"tag {serial}: {what}")
         self.serial = serial
         self.interval_s = interval_s
         self.tx_power = tx_power
         self.rng = rng
-        self.battery_pct = battery_pct
+        self.battery_pct = float(battery_pct)
         self.low_battery_pct = low_battery_pct
         self.burst_repeats = burst_repeats
         self.burst_interval_s = burst_interval_s
-        self.status = Status(0)
-        self.status2 = Status2(0)
+        self.status = self.initial_status
+        self.status2 = Status2.NONE
+        if self.battery_pct < low_battery_pct:
+            self.status2 |= Status2.LOW_BATTERY
         self.seq = int(rng.integers(0, 0x10000))
         self.silent = False
         # first heartbeat at a random phase so tags do not all transmit together
         self._next_heartbeat = start_t + float(rng.uniform(0.0, interval_s))
-        self._burst: list[tuple[float, bool]] = []  # (time, is a repeat)
-        self._body_key: tuple[int, int, bool, int] | None = None
+        self._repeats: list[float] = []  # times of the burst repeats still to send
+        self._pending: list[Frame] = []  # sent, not yet returned by due()
+        self._clock = start_t  # every frame up to here has been sent
         self._delays: list[float] = []
+        self._body_key: tuple[int, int, bool, int] | None = None
         self._body = bytearray(20)
 
     # -- state changes ---------------------------------------------------------------------
-    def _changed(self, now: float) -> None:
-        """A state change: new sequence number now, then ``burst_repeats`` repeats."""
-        self.seq = (self.seq + 1) & 0xFFFF
-        self._burst = [
-            (now + k * self.burst_interval_s, k > 0) for k in range(self.burst_repeats + 1)
-        ]
+    def _update(
+        self,
+        now: float,
+        status: Status | None = None,
+        status2: Status2 | None = None,
+        *,
+        force: bool = False,
+    ) -> None:
+        """Enter a new state at ``now``: new sequence number, sent at once, then the burst.
 
-    def set_silent(self, silent: bool) -> None:
-        """Stop (battery removed, tag destroyed or shielded) or resume transmitting."""
+        Nothing happens when the state does not change, unless ``force`` (a button pressed
+        again is sent again).
+        """
+        status = self.status if status is None else status
+        status2 = self.status2 if status2 is None else status2
+        if not force and status == self.status and status2 == self.status2:
+            return
+        now = max(now, self._clock)
+        self._advance(now, inclusive=False)  # what was due before goes out with the old state
+        self.status, self.status2 = status, status2
+        self._start_burst(now)
+        self._send(now, repeat=False)
+
+    def set_silent(self, silent: bool, now: float | None = None) -> None:
+        """Stop (battery removed, tag destroyed or shielded) or resume transmitting.
+
+        With ``now``, frames due before ``now`` are sent (or not) as before the change; without
+        it the change applies to everything the next :meth:`due` returns.
+        """
+        if now is not None:
+            self._advance(max(now, self._clock), inclusive=False)
         self.silent = silent
 
     def set_battery(self, now: float, percent: float) -> None:
-        was_low = bool(self.status2 & Status2.LOW_BATTERY)
+        """Set the battery level (clamped to 0-100); crossing the threshold is a state change."""
+        self._advance(max(now, self._clock), inclusive=False)
         self.battery_pct = min(100.0, max(0.0, float(percent)))
-        if (self.battery_pct < self.low_battery_pct) != was_low:
-            self.status2 ^= Status2.LOW_BATTERY
-            self._changed(now)
+        low = self.battery_pct < self.low_battery_pct
+        flag = Status2.LOW_BATTERY
+        self._update(now, status2=self.status2 | flag if low else self.status2 & ~flag)
 
     # -- transmission ------------------------------------------------------------------------
     def advertisement(self, repeat: bool = False) -> Advertisement:
+        """The advertisement the tag would send now (``repeat``: as a burst repeat)."""
         status2 = self.status2 | Status2.BURST_REPEAT if repeat else self.status2
         return Advertisement(
             kind=self.kind,
@@ -113,41 +165,63 @@ class TagFirmware:
 
     @property
     def next_due(self) -> float:
-        """Time of the next advertisement (heartbeat or burst frame)."""
-        if self._burst:
-            return min(self._burst[0][0], self._next_heartbeat)
-        return self._next_heartbeat
+        """Time of the next advertisement :meth:`due` will return (heartbeat or burst frame).
+
+        A silent tag still runs its timers: its next "advertisement" is sent to nobody.
+        """
+        if self._pending:
+            return self._pending[0].t
+        return self._repeats[0] if self._repeats else self._next_heartbeat
 
     def due(self, now: float) -> list[Frame]:
         """Advertisements sent in (last call, now], in time order."""
-        if self.next_due > now:
-            return []
-        frames: list[Frame] = []
-        while self._burst and self._burst[0][0] <= now:
-            t, repeat = self._burst.pop(0)
-            frames.append(self._frame(t, repeat=repeat))
-            # a burst replaces the heartbeat that would fall inside it
-            self._next_heartbeat = max(self._next_heartbeat, t + self.interval_s)
-        while self._next_heartbeat <= now:
-            t = self._next_heartbeat
-            self.seq = (self.seq + 1) & 0xFFFF
-            frames.append(self._frame(t, repeat=False))
-            self._next_heartbeat = t + self.interval_s + self._adv_delay()
-        if self.silent or self.battery_pct <= 0.0:
-            return []
-        if len(frames) > 1:
-            frames.sort(key=lambda f: f.t)
-        level = self.battery_pct - BATTERY_PCT_PER_ADV * len(frames)
-        if (level < self.low_battery_pct) != bool(self.status2 & Status2.LOW_BATTERY):
-            self.set_battery(now, level)
-        else:
-            self.battery_pct = level
+        self._advance(now, inclusive=True)
+        k = bisect.bisect_right(self._pending, now, key=lambda f: f.t)
+        frames, self._pending = self._pending[:k], self._pending[k:]
         return frames
+
+    def _advance(self, until: float, *, inclusive: bool) -> None:
+        """Send every frame due before ``until`` (or at it, if ``inclusive``) into the pending
+        list. A burst's repeats always come before the next heartbeat (see _start_burst)."""
+        while True:
+            t = self._repeats[0] if self._repeats else self._next_heartbeat
+            if t > until or (t == until and not inclusive):
+                break
+            if self._repeats:
+                self._repeats.pop(0)
+                self._send(t, repeat=True)
+            else:
+                self._next_heartbeat = t + self.interval_s + self._adv_delay()
+                self._send(t, repeat=False)
+        self._clock = max(self._clock, until)
+
+    def _start_burst(self, t: float) -> None:
+        """Schedule the repeats of a change sent at ``t``; the heartbeat resumes after them."""
+        step, n = self.burst_interval_s, self.burst_repeats
+        self._repeats = [t + k * step for k in range(1, n + 1)]
+        self._next_heartbeat = t + n * step + self.interval_s + self._adv_delay()
+
+    def _send(self, t: float, *, repeat: bool) -> None:
+        """Transmit one frame at ``t``: a heartbeat or a change (new sequence number) or a
+        repeat. The battery drains per frame; the frame whose drain crosses the low-battery
+        threshold carries the new flag and opens a burst of its own."""
+        if not repeat:
+            self.seq = (self.seq + 1) & 0xFFFF
+        if self.silent or self.battery_pct <= 0.0:
+            return
+        self.battery_pct = max(0.0, self.battery_pct - BATTERY_PCT_PER_ADV)
+        if (self.battery_pct < self.low_battery_pct) != bool(self.status2 & Status2.LOW_BATTERY):
+            self.status2 ^= Status2.LOW_BATTERY
+            if repeat:
+                self.seq = (self.seq + 1) & 0xFFFF
+                repeat = False
+            self._start_burst(t)
+        self._pending.append(self._frame(t, repeat))
 
     def _adv_delay(self) -> float:
         """The next advDelay, drawn from the tag's generator in blocks (cheap per frame)."""
         if not self._delays:
-            self._delays = (self.rng.uniform(0.0, ADV_DELAY_MAX_S, 64)).tolist()
+            self._delays = self.rng.uniform(0.0, ADV_DELAY_MAX_S, 64).tolist()
         return float(self._delays.pop())
 
     def _frame(self, t: float, repeat: bool) -> Frame:
@@ -167,28 +241,20 @@ class ReferenceTag(TagFirmware):
 
 
 class InfantBracelet(TagFirmware):
-    """Infant bracelet: strap circuit (tamper) and skin-contact sensor."""
+    """Infant bracelet: strap circuit (tamper) and skin-contact sensor (contact at start)."""
 
     kind = AdvKind.INFANT
-
-    def __init__(self, serial: int, **kw: object) -> None:
-        super().__init__(serial, **kw)  # type: ignore[arg-type]
-        self.status |= Status.SKIN_CONTACT
+    initial_status = Status.SKIN_CONTACT
 
     def cut_strap(self, now: float) -> None:
-        if not self.status & Status.TAMPER:
-            self.status |= Status.TAMPER
-            self._changed(now)
+        self._update(now, self.status | Status.TAMPER)
 
     def restore_strap(self, now: float) -> None:
-        if self.status & Status.TAMPER:
-            self.status &= ~Status.TAMPER
-            self._changed(now)
+        self._update(now, self.status & ~Status.TAMPER)
 
     def set_skin_contact(self, now: float, contact: bool) -> None:
-        if bool(self.status & Status.SKIN_CONTACT) != contact:
-            self.status ^= Status.SKIN_CONTACT
-            self._changed(now)
+        skin = Status.SKIN_CONTACT
+        self._update(now, self.status | skin if contact else self.status & ~skin)
 
 
 class MotherTag(InfantBracelet):
@@ -211,44 +277,41 @@ class StaffBadge(TagFirmware):
         "no_movement": Status.NO_MOVEMENT,
     }
 
-    def __init__(self, serial: int, *, mandown: ManDownConfig | None = None, **kw: object) -> None:
-        super().__init__(serial, **kw)  # type: ignore[arg-type]
+    def __init__(self, serial: int, *, mandown: ManDownConfig | None = None, **kw: Any) -> None:
+        super().__init__(serial, **kw)
         self.detector = ManDownDetector(mandown or ManDownConfig())
         self.events: list[ManDownEvent] = []
 
     def press_sos(self, now: float) -> None:
-        self.status |= Status.SOS
-        self.status2 &= ~Status2.CONSOLE_CONFIRMED
-        self._changed(now)
+        """SOS: sent at once, no pre-alarm; pressed again, sent again; awaits confirmation."""
+        status2 = self.status2 & ~Status2.CONSOLE_CONFIRMED
+        self._update(now, self.status | Status.SOS, status2, force=True)
 
     def pull_cord(self, now: float) -> None:
-        self.status |= Status.PULL_CORD
-        self.status2 &= ~Status2.CONSOLE_CONFIRMED
-        self._changed(now)
+        """Pull-cord pulled: like SOS."""
+        status2 = self.status2 & ~Status2.CONSOLE_CONFIRMED
+        self._update(now, self.status | Status.PULL_CORD, status2, force=True)
 
     def press_cancel(self, now: float) -> None:
         """The wearer presses the button during a pre-alarm: cancels it (no effect otherwise)."""
-        if self.status & Status.PRE_ALARM:
-            for ev in self.detector.cancel(now):
-                self._apply(ev)
+        for ev in self.detector.cancel(now):
+            self._apply(ev)
 
     def confirm(self, now: float) -> None:
-        """Console confirmation received over the downlink: the local alarm may stop."""
-        if not self.status2 & Status2.CONSOLE_CONFIRMED:
-            self.status2 |= Status2.CONSOLE_CONFIRMED
-            self._changed(now)
+        """Console confirmation received over the downlink: the local alarm may stop.
+
+        Ignored when no alarm or pre-alarm is active (nothing to confirm).
+        """
+        if self.status & _BADGE_ALARMS:
+            self._update(now, status2=self.status2 | Status2.CONSOLE_CONFIRMED)
 
     def reset(self, now: float) -> None:
-        """Alarm resolved: clear every alarm flag (downlink from the console or on-badge reset)."""
-        alarm_bits = (
-            Status.SOS | Status.PULL_CORD | Status.PRE_ALARM | Status.MAN_DOWN
-            | Status.NO_MOVEMENT | Status.FALL
-        )  # fmt: skip
-        if self.status & alarm_bits:
-            self.status &= ~alarm_bits
-            self.status2 &= ~(Status2.CONSOLE_CONFIRMED | Status2.PRE_ALARM_CANCELLED)
+        """Alarm resolved: clear every alarm flag and the confirmed / cancelled marks (downlink
+        from the console or on-badge reset); the detector starts monitoring afresh."""
+        if self.status & _BADGE_ALARMS:
             self.detector.reset()
-            self._changed(now)
+        status2 = self.status2 & ~(Status2.CONSOLE_CONFIRMED | Status2.PRE_ALARM_CANCELLED)
+        self._update(now, self.status & ~_BADGE_ALARMS, status2)
 
     def feed_accelerometer(self, t: NDArray[np.float64], acc: NDArray[np.float64]) -> None:
         """Raw accelerometer samples (t (N,) s, acc (N, 3) g) through the on-badge detector."""
@@ -258,17 +321,17 @@ class StaffBadge(TagFirmware):
     def _apply(self, ev: ManDownEvent) -> None:
         self.events.append(ev)
         flag = self._MANDOWN_FLAGS[ev.cause]
+        status, status2 = self.status, self.status2
         if ev.event == "pre_alarm":
-            self.status |= Status.PRE_ALARM
-            self.status2 &= ~Status2.PRE_ALARM_CANCELLED
+            status |= Status.PRE_ALARM
+            status2 &= ~Status2.PRE_ALARM_CANCELLED
         elif ev.event == "alarm":
-            self.status &= ~Status.PRE_ALARM
-            self.status |= flag
-            self.status2 &= ~Status2.CONSOLE_CONFIRMED
+            status = (status & ~Status.PRE_ALARM) | flag
+            status2 &= ~Status2.CONSOLE_CONFIRMED
         else:  # cancel: by the wearer or because they got up
-            self.status &= ~(Status.PRE_ALARM | flag)
-            self.status2 |= Status2.PRE_ALARM_CANCELLED
-        self._changed(ev.t)
+            status &= ~(Status.PRE_ALARM | flag)
+            status2 |= Status2.PRE_ALARM_CANCELLED
+        self._update(ev.t, status, status2)
 
 
 MODELS: dict[str, type[TagFirmware]] = {
