@@ -4,13 +4,10 @@ Input: raw accelerometer samples, ``t (N,)`` in s (strictly increasing, 20 Hz or
 irregular spacing allowed) and ``acc (N, 3)`` in g, badge axes (+z up the trunk when standing).
 Output: :class:`Event` objects (``pre_alarm``, ``alarm``, ``cancel``) with their times.
 
-Samples are grouped into fixed frames of ``frame_s`` on the absolute time grid; per frame the
-detector keeps the mean, the spread and the peak magnitude. Features, vectorised over the frames
-of a chunk: gravity = first-order low-pass of the frame means (``gravity_tau_s``); tilt = angle
-between the badge z axis and gravity; activity = RMS deviation of the raw samples from gravity
-over ``activity_window_s``; impact = a sample with ``|acc| >= impact_g``. A small state machine
-(monitor → pre_alarm → alarm, back to monitor on cancel) runs over the frame features, so results
-do not depend on how the samples are split into chunks. See docs/mandown.md.
+Per-frame features (tilt, activity, impact peaks) come from :mod:`firmware_sim.mandown_features`
+and the parameters from :mod:`firmware_sim.mandown_config`; both are re-exported here. A small
+state machine (monitor → pre_alarm → alarm, back to monitor on cancel) runs over the features,
+vectorised per chunk, so results do not depend on how the samples are split. See docs/mandown.md.
 
 Command: ``python -m firmware_sim.mandown FILE.csv [--config JSON]`` prints one JSON event a line.
 """
@@ -21,116 +18,45 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import lfilter
 
+from firmware_sim.mandown_config import DGUV_MAX_PRE_ALARM_S, DGUV_MAX_TRIGGER_S, ManDownConfig
+from firmware_sim.mandown_features import (
+    FrameFeatures,
+    SampleError,
+    SignalState,
+    frame_features,
+    frames,
+    validate,
+)
 from rtls.errors import ConfigError, PayloadError
+
+__all__ = [
+    "DGUV_MAX_PRE_ALARM_S",
+    "DGUV_MAX_TRIGGER_S",
+    "Cause",
+    "Event",
+    "EventKind",
+    "FrameFeatures",
+    "ManDownConfig",
+    "ManDownDetector",
+    "SampleError",
+    "detect",
+    "frame_features",
+    "main",
+    "read_csv",
+]
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 EventKind = Literal["pre_alarm", "alarm", "cancel"]
 Cause = Literal["fall", "tilt", "no_movement"]
-
-DGUV_MAX_TRIGGER_S = 90.0  # DGUV: position / no-movement alarms, pre-alarm included
-DGUV_MAX_PRE_ALARM_S = 45.0
-
-
-class SampleError(PayloadError):
-    """Unusable accelerometer samples; ``index`` is the offending sample in the chunk, if any."""
-
-    def __init__(self, message: str, reason: str = "bad_samples", index: int | None = None):
-        super().__init__(message, reason)
-        self.index = index
-
-
-@dataclass(frozen=True)
-class ManDownConfig:
-    """Detector parameters (validated; ConfigError names the field). See docs/mandown.md.
-
-    Defaults match the site file's ``[rules.staff]`` (tilt 45°, 30 s, no movement 60 s,
-    pre-alarm 20 s): DGUV's 30–45° upper end, pre-alarm under 45 s, and every nominal time to
-    trigger (hold time + pre-alarm) within DGUV's 90 s. With ``dguv=False`` longer vendor-style
-    times (no movement 120 s) are accepted.
-    """
-
-    tilt_deg: float = 45.0  # trunk beyond this from vertical is "tilted"
-    tilt_hysteresis_deg: float = 10.0  # upright again below tilt_deg - this
-    tilt_hold_s: float = 30.0  # tilted and nearly motionless this long -> pre-alarm
-    no_movement_s: float = 60.0  # no motion at all, any posture, this long -> pre-alarm
-    pre_alarm_s: float = 20.0  # time the wearer has to cancel before the alarm
-    impact_g: float = 1.6  # |acc| peak counted as an impact (real falls 1.8-3 g)
-    fall_window_s: float = 2.0  # tilt must be reached within this after the impact
-    fall_settle_s: float = 10.0  # stillness must begin within this after the impact
-    post_impact_still_s: float = 10.0  # tilted and still this long after an impact -> fall
-    activity_threshold_g: float = 0.05  # activity below this is "nearly motionless"
-    motion_threshold_g: float = 0.15  # activity at or above this is "moving normally"
-    recovery_s: float = 2.0  # upright / moving this long cancels a pre-alarm or alarm
-    gravity_tau_s: float = 0.5  # gravity low-pass time constant
-    activity_window_s: float = 1.0  # activity RMS window
-    frame_s: float = 0.1  # feature frame on the absolute time grid
-    min_rate_hz: float = 20.0  # lowest accepted average sample rate (5 % tolerance)
-    max_gap_s: float = 0.5  # longest accepted gap between two samples
-    dguv: bool = True  # enforce DGUV's 45 s pre-alarm and 90 s time-to-trigger limits
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "dguv":
-                if not isinstance(value, bool):
-                    raise ConfigError(f"dguv must be true or false, got {value!r}")
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{f.name} must be a number, got {value!r}")
-            if not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{f.name} must be a positive finite number, got {value!r}")
-        checks = (
-            (self.tilt_deg < 90.0, "tilt_deg must be below 90"),
-            (self.tilt_hysteresis_deg < self.tilt_deg, "tilt_hysteresis_deg must be < tilt_deg"),
-            (self.motion_threshold_g > self.activity_threshold_g,
-             "motion_threshold_g must exceed activity_threshold_g"),
-            (self.impact_g > 1.0, "impact_g must exceed 1 g (gravity alone)"),
-            (0.01 <= self.frame_s <= 0.5, "frame_s must be within 0.01-0.5 s"),
-            (self.activity_window_s >= self.frame_s, "activity_window_s must be >= frame_s"),
-            (self.max_gap_s >= 2.0 / self.min_rate_hz,
-             "max_gap_s must allow at least two sample periods at min_rate_hz"),
-        )  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        if self.dguv:
-            if self.pre_alarm_s > DGUV_MAX_PRE_ALARM_S:
-                raise ConfigError(
-                    f"pre_alarm_s = {self.pre_alarm_s} exceeds DGUV's {DGUV_MAX_PRE_ALARM_S} s "
-                    "(set dguv=false to allow it)"
-                )
-            for name in ("tilt_hold_s", "no_movement_s"):
-                total = getattr(self, name) + self.pre_alarm_s
-                if total > DGUV_MAX_TRIGGER_S:
-                    raise ConfigError(
-                        f"{name} + pre_alarm_s = {total} s exceeds DGUV's {DGUV_MAX_TRIGGER_S} s "
-                        "maximum time to trigger (set dguv=false to allow it)"
-                    )
-
-    @property
-    def detection_lag_s(self) -> float:
-        """Worst-case delay before stillness is recognised after a posture change (activity
-        window plus 4 gravity time constants plus one frame); adds to every time to trigger."""
-        return self.activity_window_s + 4.0 * self.gravity_tau_s + self.frame_s
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, object]) -> ManDownConfig:
-        """Build from a JSON-like mapping; unknown keys and wrong types raise ConfigError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown man-down parameter(s): {', '.join(unknown)}")
-        return cls(**data)  # type: ignore[arg-type]  # values are type-checked in __post_init__
 
 
 @dataclass(frozen=True)
@@ -158,127 +84,6 @@ class Event:
         return out
 
 
-@dataclass(frozen=True, eq=False)
-class FrameFeatures:
-    """Per-frame features (M frames): ``t`` frame end (s), ``tilt_deg``, ``activity_g``,
-    ``peak_g`` (largest |acc| in the frame, 0 if empty) and ``peak_t`` (its time, NaN if empty)."""
-
-    t: FloatArray
-    tilt_deg: FloatArray
-    activity_g: FloatArray
-    peak_g: FloatArray
-    peak_t: FloatArray
-
-
-@dataclass
-class _Signal:
-    """Carried signal state between chunks."""
-
-    frame: int | None = None  # index of the first frame not yet emitted
-    pend_t: FloatArray = field(default_factory=lambda: np.zeros(0))
-    pend_acc: FloatArray = field(default_factory=lambda: np.zeros((0, 3)))
-    last_mean: FloatArray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
-    last_var: float = 0.0
-    zi_g: FloatArray | None = None  # gravity low-pass state (1, 3)
-    hist_d: FloatArray | None = None  # last W-1 squared deviations (activity window)
-    first_t: float = math.nan
-    last_t: float = math.nan
-    count: int = 0
-
-
-def _validate(sig: _Signal, cfg: ManDownConfig, t: FloatArray, acc: FloatArray) -> None:
-    """Raise SampleError for wrong shapes, non-finite values, time going backwards, gaps or too
-    low an average rate; the stream state is not changed."""
-    if t.ndim != 1:
-        raise SampleError(f"t must be a 1-D array, got shape {t.shape}", "shape")
-    if acc.shape != (t.size, 3):
-        raise SampleError(f"acc must have shape ({t.size}, 3) to match t, got {acc.shape}", "shape")
-    if t.size == 0:
-        return
-    bad = ~np.isfinite(t) | ~np.isfinite(acc).all(axis=1)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise SampleError(f"sample {i}: t or acc is not a finite number", "not_finite", i)
-    prev = np.concatenate([[sig.last_t], t]) if sig.count else t
-    dt = np.diff(prev)
-    offset = 0 if sig.count else 1
-    if (dt <= 0).any():
-        i = int(np.argmax(dt <= 0)) + offset
-        raise SampleError(f"sample {i}: t = {t[i]!r} does not increase", "not_monotonic", i)
-    if (dt > cfg.max_gap_s).any():
-        i = int(np.argmax(dt > cfg.max_gap_s)) + offset
-        raise SampleError(
-            f"sample {i}: gap of {dt[i - offset]:.3f} s before t = {t[i]!r} exceeds "
-            f"max_gap_s = {cfg.max_gap_s} s",
-            "gap",
-            i,
-        )
-    first = t[0] if not sig.count else sig.first_t
-    span, n = float(t[-1] - first), sig.count + t.size
-    if span >= 1.0 and (n - 1) / span < 0.95 * cfg.min_rate_hz:
-        raise SampleError(
-            f"average sample rate {(n - 1) / span:.1f} Hz over {span:.1f} s is below "
-            f"min_rate_hz = {cfg.min_rate_hz} Hz",
-            "rate",
-        )
-
-
-def _frames(sig: _Signal, cfg: ManDownConfig, t: FloatArray, acc: FloatArray) -> FrameFeatures:
-    """Features of the frames completed by this chunk (updates ``sig``); t (N,), acc (N, 3)."""
-    F = cfg.frame_s
-    all_t = np.concatenate([sig.pend_t, t])
-    all_a = np.concatenate([sig.pend_acc, acc])
-    idx = np.floor(all_t / F).astype(np.int64)
-    last = int(idx[-1])
-    first = int(idx[0]) if sig.frame is None else sig.frame
-    done = idx < last
-    sig.pend_t, sig.pend_acc = all_t[~done], all_a[~done]
-    M = last - first
-    if M <= 0:
-        e = np.zeros(0)
-        return FrameFeatures(e, e, e, e, e)
-    sig.frame = last
-    ct, ca, ci = all_t[done], all_a[done], idx[done] - first
-    n = np.bincount(ci, minlength=M).astype(np.float64)
-    sums = np.column_stack([np.bincount(ci, weights=ca[:, j], minlength=M) for j in range(3)])
-    sq = np.bincount(ci, weights=(ca * ca).sum(axis=1), minlength=M)
-    mag = np.sqrt((ca * ca).sum(axis=1))
-    peak = np.zeros(M)
-    np.maximum.at(peak, ci, mag)
-    peak_t = np.full(M, np.nan)
-    is_peak = mag == peak[ci]
-    frames_hit, first_hit = np.unique(ci[is_peak], return_index=True)
-    peak_t[frames_hit] = ct[is_peak][first_hit]
-    nz = np.maximum(n, 1.0)
-    mean = sums / nz[:, None]
-    var = np.maximum(sq / nz - (mean * mean).sum(axis=1), 0.0)
-    # an empty frame (irregular sampling) repeats the last non-empty one
-    src = np.maximum.accumulate(np.where(n > 0, np.arange(M), -1))
-    mean = np.where((src >= 0)[:, None], mean[np.maximum(src, 0)], sig.last_mean)
-    var = np.where(src >= 0, var[np.maximum(src, 0)], sig.last_var)
-    sig.last_mean, sig.last_var = mean[-1], float(var[-1])
-    # gravity: first-order low-pass, alpha = 1 - exp(-F / tau)
-    alpha = 1.0 - math.exp(-F / cfg.gravity_tau_s)
-    if sig.zi_g is None:
-        sig.zi_g = (1.0 - alpha) * mean[:1]
-    g, sig.zi_g = lfilter([alpha], [1.0, alpha - 1.0], mean, axis=0, zi=sig.zi_g)
-    g = np.asarray(g, dtype=np.float64)
-    gn = np.maximum(np.linalg.norm(g, axis=1), 1e-9)
-    tilt = np.degrees(np.arccos(np.clip(g[:, 2] / gn, -1.0, 1.0)))
-    # mean squared deviation of the raw samples from gravity: |mean - g|^2 + spread
-    d = ((mean - g) ** 2).sum(axis=1) + var
-    W = max(1, round(cfg.activity_window_s / F))
-    hist = np.full(W - 1, d[0]) if sig.hist_d is None else sig.hist_d
-    ext = np.concatenate([hist, d])
-    acc2 = np.zeros(M)
-    for j in range(W):  # W shifted adds: exact, whatever the chunking
-        acc2 = acc2 + ext[j : j + M]
-    sig.hist_d = ext[ext.size - (W - 1) :]
-    activity = np.asarray(np.sqrt(acc2 / W), dtype=np.float64)
-    t_end = np.asarray((first + np.arange(M) + 1) * F, dtype=np.float64)
-    return FrameFeatures(t_end, tilt, activity, peak, peak_t)
-
-
 def _runs(flag: BoolArray, t_start: FloatArray, carry: float) -> tuple[FloatArray, float]:
     """Start time (M,) of the run of True each frame belongs to (NaN where False), given the
     start of a run still open at the end of the previous chunk (``carry``, NaN if none)."""
@@ -297,6 +102,20 @@ def _ffill(values: FloatArray, carry: float) -> FloatArray:
     src = np.maximum.accumulate(np.where(np.isnan(values), -1, np.arange(values.size)))
     out: FloatArray = np.where(src >= 0, values[np.maximum(src, 0)], carry)
     return out
+
+
+# What ends a pre-alarm or an alarm, by (state, cause is no_movement): the flag that must hold
+# and whether for ``recovery_s`` (else one frame). A fall or tilt pre-alarm is withdrawn when the
+# wearer gets up or moves normally; a no-movement pre-alarm by any motion above the stillness
+# threshold (the same evidence that restarts its timer). An alarm stays until the wearer gets up
+# (no movement: moves normally), so small movements, turning over or convulsions while lying
+# never end it.
+_RECOVERY = {
+    ("pre_alarm", False): ("up_or_moving", True),
+    ("pre_alarm", True): ("not_still", False),
+    ("alarm", False): ("upright", True),
+    ("alarm", True): ("moving", True),
+}
 
 
 @dataclass
@@ -324,7 +143,7 @@ class ManDownDetector:
 
     def __init__(self, config: ManDownConfig | None = None) -> None:
         self.config = config or ManDownConfig()
-        self._sig = _Signal()
+        self._sig = SignalState()
         self._m = _Machine()
 
     @property
@@ -344,14 +163,14 @@ class ManDownDetector:
             aa = np.asarray(acc, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise SampleError(f"samples are not numeric arrays: {exc}", "not_numeric") from exc
-        _validate(self._sig, self.config, ta, aa)
+        validate(self._sig, self.config, ta, aa)
         if ta.size == 0:
             return []
         if not self._sig.count:
             self._sig.first_t = float(ta[0])
         self._sig.count += ta.size
         self._sig.last_t = float(ta[-1])
-        ff = _frames(self._sig, self.config, ta, aa)
+        ff = frames(self._sig, self.config, ta, aa)
         return self._step(ff) if ff.t.size else []
 
     def cancel(self, t: float) -> list[Event]:
@@ -382,15 +201,18 @@ class ManDownDetector:
         t, M = ff.t, ff.t.size
         tilted = ff.tilt_deg > cfg.tilt_deg
         upright = ff.tilt_deg < cfg.tilt_deg - cfg.tilt_hysteresis_deg
-        still = ff.activity_g < cfg.activity_threshold_g
+        quiet = ff.activity_g < cfg.activity_threshold_g  # nearly motionless: tilt, fall
+        still = ff.activity_g < cfg.stillness_threshold_g  # no motion at all: no movement
         moving = ff.activity_g >= cfg.motion_threshold_g
         t0 = t - cfg.frame_s
         flags = {
             "tilted": tilted,
-            "tilted_still": tilted & still,
+            "tilted_still": tilted & quiet,
             "still": still,
             "up_or_moving": upright | moving,
             "not_still": ~still,
+            "upright": upright,
+            "moving": moving,
         }
         run: dict[str, FloatArray] = {}
         for name, flag in flags.items():
@@ -441,9 +263,10 @@ class ManDownDetector:
                 m.impact_t = float(imp_tmax[i]) if cause == "fall" else None
                 events.append(self._event(i, ff, "pre_alarm"))
             else:
-                rec_run = run["not_still" if m.cause == "no_movement" else "up_or_moving"][s]
+                rec_flag, sustained = _RECOVERY[m.state, m.cause == "no_movement"]
+                need = cfg.recovery_s if sustained else 0.5 * cfg.frame_s
                 with np.errstate(invalid="ignore"):
-                    rec = t[s] - np.maximum(rec_run, m.pre_t) >= cfg.recovery_s
+                    rec = t[s] - np.maximum(run[rec_flag][s], m.pre_t) >= need
                 due = t[s] >= m.pre_t + cfg.pre_alarm_s
                 if m.state == "alarm":
                     due = np.zeros_like(due)
@@ -474,17 +297,6 @@ def detect(
 ) -> list[Event]:
     """All events of one recording (a fresh :class:`ManDownDetector` fed in one chunk)."""
     return ManDownDetector(config).feed(t, acc)
-
-
-def frame_features(
-    t: npt.ArrayLike, acc: npt.ArrayLike, config: ManDownConfig | None = None
-) -> FrameFeatures:
-    """The detector's per-frame features of one recording (for plots and checks)."""
-    cfg = config or ManDownConfig()
-    sig = _Signal()
-    ta, aa = np.asarray(t, dtype=np.float64), np.asarray(acc, dtype=np.float64)
-    _validate(sig, cfg, ta, aa)
-    return _frames(sig, cfg, ta, aa)
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from firmware_sim.accelerometer import (
     ACTIVITIES,
+    FIDGET_G,
     STANDARD,
     FloatArray,
     Trace,
@@ -69,10 +70,30 @@ def test_same_seed_same_trace_other_seed_other_trace() -> None:
 
 
 def test_standing_reads_gravity_along_z() -> None:
-    tr = synthesize("standing", np.random.default_rng(2), duration_s=20.0)
+    tr = synthesize("standing", np.random.default_rng(2), duration_s=20.0, fidget_g=0.0)
     mean = tr.acc.mean(axis=0)
     assert np.allclose(mean, [0.0, 0.0, 1.0], atol=0.03)
     assert tr.acc.std(axis=0).max() < 0.03  # sensor noise and sway only
+
+
+def _second_spread(tr: Trace, rate: float, after: float) -> FloatArray:
+    """RMS spread (g) of the samples within each whole second after ``after`` (regular rate)."""
+    acc = tr.acc[tr.t >= after]
+    per = round(rate)
+    blocks = acc[: (acc.shape[0] // per) * per].reshape(-1, per, 3)
+    return np.asarray(np.sqrt(blocks.var(axis=1).sum(axis=1)), dtype=np.float64)
+
+
+@pytest.mark.parametrize("activity", ["sitting", "standing", "lying_awake"])
+def test_fidget_g_sizes_the_small_movements(activity: str) -> None:
+    spreads = []
+    for fidget in (0.0, 0.04, 0.08, 0.16):
+        tr = synthesize(activity, np.random.default_rng(6), rate_hz=50.0, duration_s=120.0,
+                        noise_g=0.002, fidget_g=fidget)  # fmt: skip
+        spreads.append(np.percentile(_second_spread(tr, 50.0, 5.0), 98))
+    assert spreads[0] < 0.02  # no small movements: noise, sway and breathing only
+    assert spreads[1] < spreads[2] < spreads[3]
+    assert 1.8 < spreads[3] / spreads[2] < 2.2  # proportional to fidget_g
 
 
 def test_noise_level_is_what_was_asked() -> None:
@@ -146,16 +167,15 @@ def test_sitting_down_hard_hits_hard_but_stays_upright(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_lying_down_in_bed_is_slow_with_small_movements(seed: int) -> None:
-    tr = synthesize("lying_down", np.random.default_rng(seed), rate_hz=50.0, duration_s=300.0)
+    tr = synthesize("lying_down", np.random.default_rng(seed), rate_hz=50.0, duration_s=300.0,
+                    noise_g=0.002)  # fmt: skip
     assert _mag(tr).max() < 1.5  # no impact
-    lying = _window(tr, tr.mark("lying") + 2.0, 300.0)
-    assert np.median(_tilt(tr.acc[lying])) > 60.0
-    # small movements: seconds with a visible spread (noise alone gives ~0.017 g), never 30 s
+    lying = tr.mark("lying") + 2.0
+    assert np.median(_tilt(tr.acc[_window(tr, lying, 300.0)])) > 60.0
+    # small movements: seconds with a visible spread (noise alone gives ~0.0035 g), never 30 s
     # apart, yet most seconds are quiet
-    sec = np.floor(tr.t[lying]).astype(int)
-    acc = tr.acc[lying][: (sec.size // 50) * 50].reshape(-1, 50, 3)  # 1 s blocks at 50 Hz
-    spread = np.sqrt(acc.var(axis=1).sum(axis=1))
-    active = np.flatnonzero(spread > 0.04)
+    spread = _second_spread(tr, 50.0, lying)
+    active = np.flatnonzero(spread > 0.012)
     assert 10 < active.size < 0.6 * spread.size
     assert np.diff(np.concatenate([[0], active, [spread.size - 1]])).max() < 30
 
@@ -215,6 +235,7 @@ def test_concatenate_and_its_errors() -> None:
         ({"rate_hz": 0.0}, "rate_hz"),
         ({"duration_s": -1.0}, "duration_s"),
         ({"noise_g": -0.1}, "noise_g"),
+        ({"fidget_g": -0.1}, "fidget_g"),
         ({"start": np.ones((3, 3))}, "rotation"),
     ],
 )
@@ -264,6 +285,17 @@ def test_cli_writes_one_csv_per_scenario(tmp_path: Path) -> None:
     assert data.shape[1] == 4
     assert np.all(np.diff(data[:, 0]) > 0)
     assert (data.shape[0] - 1) / (data[-1, 0] - data[0, 0]) == pytest.approx(20.0, rel=0.01)
+
+
+def test_cli_fidget_changes_the_daily_activities_only(tmp_path: Path) -> None:
+    quiet, lively = tmp_path / "quiet", tmp_path / "lively"
+    assert main(["--out", str(quiet), "--seed", "4", "--fidget", "0"]) == 0
+    assert main(["--out", str(lively), "--seed", "4", "--fidget", str(2 * FIDGET_G)]) == 0
+    for name, changes in (("adl_standing", True), ("fall_forward", False)):
+        a = np.loadtxt(quiet / f"{name}.csv", delimiter=",", skiprows=1)
+        b = np.loadtxt(lively / f"{name}.csv", delimiter=",", skiprows=1)
+        assert a.shape == b.shape
+        assert (not np.allclose(a, b)) == changes, name
 
 
 def test_cli_bad_jitter_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
