@@ -8,10 +8,13 @@ rtls simulate ...              the gateway/tag simulator (same as ``rtls-gateway
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from rtls.errors import RtlsError
 from rtls.site import load_site
@@ -36,6 +39,86 @@ def cmd_site_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_locate(args: argparse.Namespace) -> int:
+    from rtls.engine import EngineParams
+    from rtls.offline import locate_file
+
+    site = load_site(args.site)
+    params = EngineParams(tick_s=args.tick)
+    if args.output == "-":
+        stats = locate_file(site, Path(args.input), sys.stdout, params)
+    else:
+        try:
+            with open(args.output, "w", encoding="utf-8", newline="") as out:
+                stats = locate_file(site, Path(args.input), out, params)
+        except OSError as exc:
+            raise RtlsError(f"{args.output}: cannot write: {exc.strerror or exc}") from exc
+    skipped = sum(stats.unknown_gateways.values()) + sum(stats.unknown_tags.values())
+    print(f"rtls locate: {stats.rows} observations located, {skipped} skipped", file=sys.stderr)
+    for name, n in stats.unknown_gateways.most_common(10):
+        print(f"  unknown gateway {name!r}: {n} rows", file=sys.stderr)
+    for name, n in stats.unknown_tags.most_common(10):
+        print(f"  unknown tag {name!r}: {n} rows", file=sys.stderr)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from rtls.calibration import fit, update_site_text
+    from rtls.directory import Directory
+    from rtls.offline import ReadStats, read_file
+
+    site = load_site(args.site)
+    assert site.source is not None
+    obs = read_file(site, Path(args.input), Directory.from_site(site), ReadStats())
+    cal = fit(site, obs)
+    print(f"{'gateway':<10}{'refs':>5}{'packets':>9}{'P0 dBm':>9}{'n':>7}{'rms dB':>8}")
+    for i, gw in enumerate(site.gateways):
+        mark = "" if cal.fitted[i] else "   (kept: too few references)"
+        print(
+            f"{gw.id:<10}{cal.links[i]:>5}{cal.packets[i]:>9}{cal.p0[i]:>9.1f}{cal.n[i]:>7.2f}"
+            f"{cal.residual_db[i]:>8.1f}{mark}"
+        )
+    text = update_site_text(site.source.read_text(encoding="utf-8"), site, cal)
+    target = site.source if args.in_place else Path(args.output) if args.output else None
+    if target is None:
+        print("(dry run: give --output FILE or --in-place to write the calibrated site)")
+        return 0
+    load_site_text_check(text, target)
+    target.write_text(text, encoding="utf-8")
+    print(f"wrote {target} ({int(cal.fitted.sum())} of {len(site.gateways)} gateways calibrated)")
+    return 0
+
+
+def load_site_text_check(text: str, target: Path) -> None:
+    """Validate the calibrated text before writing it (never write a broken site file)."""
+    import tomllib
+
+    from rtls.site import Site
+
+    Site.from_mapping(tomllib.loads(text), source=target, text=text)
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from rtls.engine import Engine, EngineParams
+    from rtls.service.engine import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    site = load_site(args.site)
+    host, _, port = args.broker.rpartition(":")
+    if not host or not port.isdigit():
+        raise RtlsError(f"--broker must be HOST:PORT, got {args.broker!r}")
+    engine = Engine(site, EngineParams(tick_s=args.tick))
+    print(f"rtls engine: site {site.id!r}, broker {args.broker}, tick {args.tick} s", flush=True)
+    try:
+        asyncio.run(serve(engine, host, int(port)))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -46,7 +129,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.duration:
         run += ["--duration", str(args.duration)]
     if args.broker:
-        return gateways_main([*run, "--broker", args.broker])
+        host, _, port = args.broker.rpartition(":")
+        with _engine_in_background(host, int(port)):
+            return gateways_main([*run, "--broker", args.broker])
     if find_mosquitto() is None:
         print(
             "rtls demo: no MQTT broker found (install Debian's 'mosquitto' or pass --broker); "
@@ -58,10 +143,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with workdir, MosquittoBroker(Path(workdir.name)) as broker:
         print(
             f"rtls demo: private Mosquitto on 127.0.0.1:{broker.port}; watch it with\n"
-            f"  mosquitto_sub -p {broker.port} -v -t '#'\n",
+            f"  mosquitto_sub -p {broker.port} -v -t '#'\n"
+            f"  (engine positions: -t rtls/v1/engine/positions)\n",
             flush=True,
         )
-        return gateways_main([*run, "--broker", f"127.0.0.1:{broker.port}"])
+        with _engine_in_background(broker.host, broker.port):
+            return gateways_main([*run, "--broker", f"{broker.host}:{broker.port}"])
+
+
+@contextlib.contextmanager
+def _engine_in_background(host: str, port: int) -> Iterator[None]:
+    """The location engine in a thread of its own, printing a summary every 10 s."""
+    import asyncio
+    import threading
+
+    from rtls.engine import Engine, TickResult
+    from rtls.service.engine import EngineService
+
+    engine = Engine(load_site())
+    service = EngineService(engine, host, port, client_id="rtls-demo-engine")
+    last = [0.0]
+
+    def summary(result: TickResult) -> None:
+        if result.t - last[0] < 10.0 or not engine.observations:
+            return
+        last[0] = result.t
+        est = result.estimate
+        heard = est.last_fix_t > -np.inf
+        unc = float(np.median(est.uncertainty[est.known])) if est.known.any() else float("nan")
+        rejected = sum(engine.decoder.counters.rejected.values())
+        print(
+            f"  engine: {int(est.known.sum())} of {int(heard.sum())} tags located "
+            f"(median uncertainty {unc:.1f} m), {engine.observations} observations, "
+            f"{rejected} messages rejected",
+            flush=True,
+        )
+
+    service.on_tick = summary
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(service.run(),), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(service.stop)
+        thread.join(timeout=10)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("site", nargs="?", help="site TOML (default: the shipped example)")
     c.set_defaults(func=cmd_site_check)
     sub.add_parser("simulate", help="the simulator: same options as rtls-gateways run")
+    loc = sub.add_parser("locate", help="locate recorded observations offline (docs/locator.md)")
+    loc.add_argument("--site", help="site TOML (default: the shipped example)")
+    loc.add_argument("--input", required=True, help="CSV rows t,gateway,tag,rssi")
+    loc.add_argument("--output", required=True, help="CSV rows t,tag,x,y,z,floor,zone,uncertainty")
+    loc.add_argument("--tick", type=float, default=0.25, help="engine tick in seconds")
+    loc.set_defaults(func=cmd_locate)
+    eng = sub.add_parser("engine", help="run the location engine against a broker")
+    eng.add_argument("--broker", required=True, help="MQTT broker HOST:PORT")
+    eng.add_argument("--site", help="site TOML (default: the shipped example)")
+    eng.add_argument("--tick", type=float, default=0.25, help="tick in seconds (<= 0.25)")
+    eng.set_defaults(func=cmd_engine)
+    cal = sub.add_parser("calibrate", help="fit gateways' P0 and n from reference tags")
+    cal.add_argument("--site", help="site TOML (default: the shipped example)")
+    cal.add_argument("--input", required=True, help="CSV rows t,gateway,tag,rssi")
+    where = cal.add_mutually_exclusive_group()
+    where.add_argument("--output", help="write the calibrated site here")
+    where.add_argument("--in-place", action="store_true", help="update the site file itself")
+    cal.set_defaults(func=cmd_calibrate)
     return p
 
 

@@ -19,10 +19,10 @@ from gateways.radio import (
     fading_db,
     fading_mean_db,
     mean_rssi,
-    wall_loss_raster,
 )
 from rtls.errors import ConfigError, RtlsError
 from rtls.geometry import segment_distance
+from rtls.walls import wall_loss_raster
 
 QUIET = RadioParams(
     shadowing_sigma_db=0.0, fading=False, loss_probability=0.0, sensitivity_dbm=-127.0

@@ -1,0 +1,261 @@
+"""The location engine's pure pipeline: decode -> window -> locate -> track -> zones.
+
+One :class:`Engine` per site. Feed it messages (:meth:`Engine.ingest_message`) or observation
+arrays (:meth:`Engine.ingest_observations`, used by offline ``rtls locate``), then call
+:meth:`Engine.tick` every ``tick_s`` with the current time: all tags that were heard since the
+last tick are located together in one vectorised call, tracked, and checked against every zone.
+The live service (``rtls.service.engine``) and the offline command run exactly this code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from rtls.decode import Decoder
+from rtls.decode_result import Decoded
+from rtls.directory import Directory
+from rtls.errors import ConfigError
+from rtls.geometry import points_in_polygon
+from rtls.locate import Anchors, Fix, Locator, LocatorParams, choose_floor, link_variance
+from rtls.observations import Observations
+from rtls.site import Site
+from rtls.track import Tracker, TrackEstimate, TrackParams
+from rtls.walls import FloorWalls, WallLossMaps
+from rtls.window import RssiWindow
+from rtls.zones import DoorIndex, Hysteresis, Transitions, ZoneIndex, ZoneMembership, place_at_door
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """Engine settings; the defaults are documented in docs/engine.md."""
+
+    tick_s: float = 0.25  # issue 3: at most 250 ms
+    window_tau_s: float = 3.0
+    window_horizon_s: float = 8.0
+    locator: LocatorParams = field(default_factory=LocatorParams)
+    tracker: TrackParams = field(default_factory=TrackParams)
+    hysteresis: Hysteresis = field(default_factory=Hysteresis)
+    wall_model: bool = True  # add the site's wall losses back before the fit
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tick_s <= 5.0:
+            raise ConfigError(f"tick_s = {self.tick_s} must be in (0, 5] s")
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What one tick produced: every tag's tracked position and the zone transitions.
+
+    ``estimate`` covers all tags (site order); ``zone`` (N,) index into ``site.zones`` of the
+    smallest zone holding each tag (-1: none or unknown); ``located`` (K,) tags solved this
+    tick; ``fix`` their single-shot fixes.
+    """
+
+    t: float
+    estimate: TrackEstimate
+    zone: NDArray[np.int64]
+    transitions: Transitions
+    located: NDArray[np.intp]
+    fix: Fix | None
+
+
+class Engine:
+    """The pure engine of one site; no I/O, no clock: every call takes the time."""
+
+    def __init__(self, site: Site, params: EngineParams | None = None) -> None:
+        self.site = site
+        self.params = p = params or EngineParams()
+        self.directory = Directory.from_site(site)
+        self.decoder = Decoder(self.directory)
+        n_tags, n_gw = len(site.tags), len(site.gateways)
+        self.window = RssiWindow(n_tags, n_gw, tau_s=p.window_tau_s, horizon_s=p.window_horizon_s)
+        self.anchors = Anchors.from_site(site)
+        self.locator = Locator(self.anchors, p.locator)
+        self.tracker = Tracker(n_tags, p.tracker)
+        self.zones = ZoneIndex.from_site(site)
+        self.membership = ZoneMembership.from_site(site, self.zones, p.hysteresis)
+        self.doors = DoorIndex.from_site(site, self.zones)
+        self.walls = wall_maps(site) if p.wall_model else None
+        self._grids: dict[int, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
+        self._reads: list[NDArray[np.void]] = []
+        self.telemetry: list[NDArray[np.void]] = []  # for the rules (issue 4)
+        self.observations = 0
+        self.last_tick = -np.inf
+
+    # -- input ---------------------------------------------------------------------------------
+    def ingest_message(self, topic: str, payload: bytes, received_t: float) -> Decoded:
+        """Decode one MQTT message (never raises: bad input is counted and dropped) and fold
+        it in. Returns what was decoded."""
+        decoded = self.decoder.decode_safely(topic, payload, received_t)
+        self.ingest(decoded)
+        return decoded
+
+    def ingest_messages(self, messages: Sequence[tuple[str, bytes, float]]) -> Decoded:
+        """Decode a tick's worth of ``(topic, payload, received_t)`` messages together (native
+        batches in one vectorised pass; bad messages counted and dropped) and fold them in."""
+        decoded = self.decoder.decode_many(messages)
+        self.ingest(decoded)
+        return decoded
+
+    def ingest(self, decoded: Decoded) -> None:
+        if len(decoded.obs):
+            self.ingest_observations(decoded.obs)
+        if len(decoded.reads):
+            self._reads.append(decoded.reads)
+        if len(decoded.telemetry):
+            self.telemetry.append(decoded.telemetry)
+
+    def ingest_observations(self, obs: Observations) -> None:
+        """Observations (OBS_DTYPE) with valid gateway and tag indices."""
+        self.window.add(obs)
+        self.observations += len(obs)
+
+    def ingest_reads(self, reads: NDArray[np.void]) -> None:
+        """Door reads (READ_DTYPE: t, reader, tag, rssi)."""
+        self._reads.append(reads)
+
+    # -- the tick --------------------------------------------------------------------------------
+    def tick(self, now: float) -> TickResult:
+        """Locate every tag heard since the last tick, track, place door reads, update zones."""
+        tags = self.window.take_changed()
+        fix: Fix | None = None
+        if len(tags):
+            fix = self._locate(now, tags)
+            self.tracker.update(now, fix, tags)
+        door_transitions = None
+        if self._reads:
+            reads = np.concatenate(self._reads)
+            self._reads.clear()
+            door = place_at_door(self.doors, reads["reader"], reads["tag"], reads["t"])
+            self._place(now, door.tag, door.xy, door.floor, door.uncertainty)
+            door_transitions = self.membership.enter_at_door(door)
+        est = self.tracker.estimate(now)
+        transitions = self.membership.update(now, est.xy, est.floor, est.known, est.uncertainty)
+        if door_transitions is not None:
+            transitions = _merge(door_transitions, transitions)
+        zone = self.zones.smallest(self.membership.inside)
+        zone = np.where(est.known, zone, -1)
+        self.last_tick = now
+        return TickResult(now, est, zone, transitions, tags, fix)
+
+    def _locate(self, now: float, tags: NDArray[np.intp]) -> Fix:
+        """One vectorised fix of ``tags``.
+
+        With walls in the site the multi-wall loss between the tag and every gateway (COST 231
+        multi-wall model, docs/engine.md) is added back to the RSSI before the fit, evaluated at
+        the tag's track; a tag without a track starts from a coarse grid search of the wall-aware
+        model over its floor (the wall loss is piecewise constant, so the fit needs a start in
+        the right room)."""
+        snap = self.window.snapshot(now, tags)
+        prev = self.tracker.estimate(now, tags)
+        variances = link_variance(snap.weight, self.params.locator.sigma_db)
+        if self.walls is None:
+            return self.locator.locate(
+                snap.rssi,
+                variances=variances,
+                initial_xy=np.where(prev.known[:, None], prev.xy, np.nan),
+                initial_floor=np.where(prev.known, prev.floor, -1),
+            )
+        ref = prev.xy.copy()
+        floor = prev.floor.copy()
+        new = ~prev.known
+        if new.any():
+            floor[new] = choose_floor(snap.rssi[new], self.anchors)
+            ref[new] = self._grid_start(snap.rssi[new], variances[new], floor[new])
+        floor = np.where(prev.known | (floor >= 0), floor, -1)
+        return self.locator.locate(
+            snap.rssi,
+            variances=variances,
+            link_offset_db=self.walls.lookup(ref),
+            initial_xy=np.where((floor >= 0)[:, None], ref, np.nan),
+            initial_floor=floor,
+        )
+
+    def _grid_start(
+        self, rssi: NDArray[np.float64], variances: NDArray[np.float64], floor: NDArray[np.intp]
+    ) -> NDArray[np.float64]:
+        """Best point (K, 2) of a 1 m grid of each tag's floor under the wall-aware model:
+        weighted squared error over the heard gateways of that floor, as matrix products."""
+        out = np.full((len(rssi), 2), np.nan)
+        for f in np.unique(floor[floor >= 0]).tolist():
+            rows = np.flatnonzero(floor == f)
+            cand, model = self._grid_model(f)
+            on = self.anchors.floor == f
+            y = rssi[rows][:, on]
+            w = np.where(np.isfinite(y), 1.0 / variances[rows][:, on], 0.0)
+            y = np.nan_to_num(y)
+            m = model[:, on]  # (C, G_f)
+            # sum_g w (y - m)^2 = sum w y^2 - 2 (w y) m^T + w (m^2)^T
+            cost = (w * y * y).sum(axis=1)[:, None] - 2.0 * (w * y) @ m.T + w @ (m * m).T
+            out[rows] = cand[np.argmin(cost, axis=1)]
+        return out
+
+    def _grid_model(self, f: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Candidate points (C, 2) inside floor ``f`` and the model RSSI (C, G) there."""
+        if f not in self._grids:
+            outline = np.asarray(self.site.floors[f].outline, dtype=np.float64)
+            lo, hi = outline.min(axis=0), outline.max(axis=0)
+            gx, gy = np.meshgrid(
+                np.arange(lo[0] + 0.5, hi[0], 1.0), np.arange(lo[1] + 0.5, hi[1], 1.0)
+            )
+            cand = np.column_stack([gx.ravel(), gy.ravel()])
+            cand = cand[points_in_polygon(cand, outline)]
+            a = self.anchors
+            z = a.floor_elevation[f] + self.params.locator.tag_height_m
+            d = np.sqrt(
+                ((cand[:, None, :] - a.xyz[None, :, :2]) ** 2).sum(axis=2) + (a.xyz[:, 2] - z) ** 2
+            )
+            model = a.p0 - 10.0 * a.n * np.log10(np.maximum(d, self.params.locator.d_min_m))
+            assert self.walls is not None
+            self._grids[f] = (cand, model - self.walls.lookup(cand))
+        return self._grids[f]
+
+    def _place(
+        self,
+        now: float,
+        tags: NDArray[np.int64],
+        xy: NDArray[np.float64],
+        floor: NDArray[np.int64],
+        uncertainty: NDArray[np.float64],
+    ) -> None:
+        """A door read: restart the tag's track at the door, whatever RSSI said."""
+        tags, first = np.unique(tags[::-1], return_index=True)  # the latest read of each tag
+        last = len(xy) - 1 - first
+        m = len(tags)
+        var = (uncertainty[last] ** 2) / 2.0
+        cov = np.zeros((m, 2, 2))
+        cov[:, 0, 0] = var
+        cov[:, 1, 1] = var
+        fix = Fix(
+            xy=xy[last].astype(np.float64),
+            floor=floor[last].astype(np.int64),
+            covariance=cov,
+            n_used=np.zeros(m, dtype=np.int64),
+            residual_rms=np.zeros(m),
+            known=np.ones(m, dtype=bool),
+        )
+        self.tracker.reset(tags)
+        self.tracker.update(now, fix, tags)
+
+
+def wall_maps(site: Site) -> WallLossMaps | None:
+    """Wall-loss rasters of the site's gateways over their floors (None: no walls)."""
+    ga = site.gateway_arrays
+    walls = {}
+    for fi, fl in enumerate(site.floors):
+        segs, loss = site.walls_of(fl.id)
+        outline = np.asarray(fl.outline, dtype=np.float64)
+        lo, hi = outline.min(axis=0), outline.max(axis=0)
+        walls[fi] = FloorWalls(segs, loss, bounds=(lo[0], lo[1], hi[0], hi[1]))
+    maps = WallLossMaps(ga.xyz, ga.floor, walls)
+    return None if maps.empty else maps
+
+
+def _merge(a: Transitions, b: Transitions) -> Transitions:
+    entered = np.sort(np.concatenate([a.entered, b.entered]), order="t")
+    left = np.sort(np.concatenate([a.left, b.left]), order="t")
+    return Transitions(entered, left, b.unknown)

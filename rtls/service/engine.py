@@ -1,0 +1,202 @@
+"""The engine service: MQTT ingest (aiomqtt) around the pure :class:`rtls.engine.Engine`.
+
+Two coroutines share one event loop: the receiver only appends raw messages to a queue (so the
+MQTT client is never starved), and the ticker, every ``tick_s``, drains the queue in bounded
+batches through the decoders, runs one engine tick and publishes the positions
+(``rtls/v1/engine/positions``, JSON, docs/engine.md). The broker connection is retried with
+back-off forever; the engine's state survives reconnections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiomqtt
+import numpy as np
+
+from rtls.decode import SUBSCRIPTIONS
+from rtls.engine import Engine, TickResult
+from rtls.errors import TransportError
+
+_LOG = logging.getLogger(__name__)
+
+POSITIONS_TOPIC = "rtls/v1/engine/positions"
+STATUS_TOPIC = "rtls/v1/engine/status"
+MAX_QUEUE = 200_000  # messages held between ticks before the oldest are dropped (counted)
+
+
+@dataclass
+class ServiceStats:
+    """Counters of the service shell (the decoders count their own)."""
+
+    received: int = 0
+    dropped_queue_full: int = 0
+    ticks: int = 0
+    connects: int = 0
+    tick_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+
+
+def positions_payload(engine: Engine, result: TickResult) -> bytes:
+    """JSON of the tags located this tick: id, x, y, floor, zone, uncertainty, known."""
+    site = engine.site
+    est = result.estimate
+    unc = est.uncertainty
+    rows = []
+    for i in result.located.tolist():
+        known = bool(est.known[i])
+        z = int(result.zone[i])
+        rows.append(
+            {
+                "tag": site.tags[i].id,
+                "known": known,
+                "x": round(float(est.xy[i, 0]), 2) if known else None,
+                "y": round(float(est.xy[i, 1]), 2) if known else None,
+                "floor": site.floors[int(est.floor[i])].id if known else None,
+                "zone": site.zones[z].id if z >= 0 else None,
+                "uncertainty": round(float(unc[i]), 2) if known else None,
+            }
+        )
+    return json.dumps({"t": round(result.t, 3), "positions": rows}, separators=(",", ":")).encode()
+
+
+class EngineService:
+    """Runs ``engine`` against the broker at ``host:port`` until :meth:`stop`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        host: str,
+        port: int,
+        *,
+        client_id: str = "rtls-engine",
+        username: str | None = None,
+        password: str | None = None,
+        max_batch: int = 20_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.host, self.port = host, port
+        self.client_id = client_id
+        self.username, self.password = username, password
+        self.max_batch = max_batch
+        self.clock = clock
+        self.stats = ServiceStats()
+        self._queue: deque[tuple[str, bytes, float]] = deque()
+        self._stopping = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.on_tick: Callable[[TickResult], None] | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Connect (and reconnect) and process until :meth:`stop`."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self._session()
+                delay = 0.5
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                _LOG.warning("MQTT connection to %s:%s lost: %s", self.host, self.port, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _session(self) -> None:
+        will = aiomqtt.Will(STATUS_TOPIC, b'{"state":"offline"}', qos=1, retain=True)
+        async with aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=self.client_id,
+            username=self.username,
+            password=self.password,
+            will=will,
+            keepalive=10,
+        ) as client:
+            for sub in SUBSCRIPTIONS:
+                await client.subscribe(sub.topic_filter, qos=sub.qos)
+            await client.publish(STATUS_TOPIC, b'{"state":"online"}', qos=1, retain=True)
+            self.stats.connects += 1
+            self.connected.set()
+            receiver = asyncio.create_task(self._receive(client))
+            ticker = asyncio.create_task(self._tick_loop(client))
+            stopper = asyncio.create_task(self._stopping.wait())
+            done, pending = await asyncio.wait(
+                {receiver, ticker, stopper}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if self._stopping.is_set():
+                await client.publish(STATUS_TOPIC, b'{"state":"offline"}', qos=1, retain=True)
+            for task in done:
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            data = payload if isinstance(payload, bytes) else str(payload).encode()
+            if len(self._queue) >= MAX_QUEUE:
+                self._queue.popleft()
+                self.stats.dropped_queue_full += 1
+            self._queue.append((message.topic.value, data, self.clock()))
+            self.stats.received += 1
+
+    async def _tick_loop(self, client: aiomqtt.Client) -> None:
+        tick = self.engine.params.tick_s
+        loop = asyncio.get_running_loop()
+        next_t = loop.time()
+        while True:
+            next_t += tick
+            await asyncio.sleep(max(0.0, next_t - loop.time()))
+            if loop.time() - next_t > tick:  # fell behind: do not try to catch up tick by tick
+                next_t = loop.time()
+            result = self.process(self.clock())
+            if len(result.located):
+                await client.publish(POSITIONS_TOPIC, positions_payload(self.engine, result))
+
+    def process(self, now: float) -> TickResult:
+        """Decode what is queued (in bounded batches, yielding nothing in between: this runs
+        in the loop between receives) and run one tick."""
+        started = time.perf_counter()
+        q = self._queue
+        n = min(len(q), self.max_batch)
+        if n:
+            self.engine.ingest_messages([q.popleft() for _ in range(n)])
+        result = self.engine.tick(now)
+        self.stats.ticks += 1
+        self.stats.tick_seconds.append(time.perf_counter() - started)
+        if self.on_tick is not None:
+            self.on_tick(result)
+        return result
+
+
+def tick_percentile(stats: ServiceStats, q: float) -> float:
+    """Percentile ``q`` (0-100) of the recent tick durations in seconds (0 if none)."""
+    if not stats.tick_seconds:
+        return 0.0
+    return float(np.percentile(np.asarray(stats.tick_seconds), q))
+
+
+async def serve(engine: Engine, host: str, port: int, **kwargs: object) -> None:
+    """Run the service until cancelled (Ctrl-C)."""
+    service = EngineService(engine, host, port, **kwargs)  # type: ignore[arg-type]
+    try:
+        await service.run()
+    except asyncio.CancelledError:
+        service.stop()
+        raise
+    except OSError as exc:
+        raise TransportError(f"engine service: {exc}") from exc
