@@ -19,11 +19,12 @@ from gateways.doorreader import DoorReaders
 from gateways.formats import Message, door_last_will, door_online, door_reads, gateway_format
 from gateways.gateway import SimGateway
 from gateways.people import Ward
-from gateways.radio import FloorWalls, RadioChannel, RadioParams
+from gateways.radio import RadioChannel, RadioParams
 from gateways.scenario import Event, Scenario
 from gateways.truth import Truth
 from rtls.advertisement import BODY_DTYPE, encode_body, tag_address
 from rtls.batch import RECORD_DTYPE
+from rtls.walls import site_walls
 
 ACCEL_RATE_HZ = 25.0
 ACCEL_CHUNK_S = 10.0
@@ -142,12 +143,7 @@ class World:
         self._feeds: dict[str, _Feed] = {}
         # -- radio -------------------------------------------------------------------------------
         ga = site.gateway_arrays
-        walls = {}
-        for fi, fl in enumerate(site.floors):
-            segs, loss = site.walls_of(fl.id)
-            outline = np.asarray(fl.outline, dtype=np.float64)
-            lo, hi = outline.min(axis=0), outline.max(axis=0)
-            walls[fi] = FloorWalls(segs, loss, bounds=(lo[0], lo[1], hi[0], hi[1]))
+        walls = site_walls(site)
         params = radio or RadioParams(
             shadowing_sigma_db=site.radio.shadowing_db,
             floor_loss_db=site.radio.floor_loss_db,

@@ -24,7 +24,7 @@ from rtls.locate import Anchors, Fix, Locator, LocatorParams, choose_floor, link
 from rtls.observations import Observations
 from rtls.site import Site
 from rtls.track import Tracker, TrackEstimate, TrackParams
-from rtls.walls import FloorWalls, WallLossMaps
+from rtls.walls import WallLossMaps, site_walls
 from rtls.window import RssiWindow
 from rtls.zones import DoorIndex, Hysteresis, Transitions, ZoneIndex, ZoneMembership, place_at_door
 
@@ -245,13 +245,7 @@ class Engine:
 def wall_maps(site: Site) -> WallLossMaps | None:
     """Wall-loss rasters of the site's gateways over their floors (None: no walls)."""
     ga = site.gateway_arrays
-    walls = {}
-    for fi, fl in enumerate(site.floors):
-        segs, loss = site.walls_of(fl.id)
-        outline = np.asarray(fl.outline, dtype=np.float64)
-        lo, hi = outline.min(axis=0), outline.max(axis=0)
-        walls[fi] = FloorWalls(segs, loss, bounds=(lo[0], lo[1], hi[0], hi[1]))
-    maps = WallLossMaps(ga.xyz, ga.floor, walls)
+    maps = WallLossMaps(ga.xyz, ga.floor, site_walls(site))
     return None if maps.empty else maps
 
 

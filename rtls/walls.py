@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from rtls.errors import ConfigError, RtlsError
 from rtls.geometry import segment_crossing_matrix
+from rtls.site import Site
 
 Interpolation = Literal["nearest", "bilinear"]
 FloatArray = NDArray[np.float64]
@@ -277,3 +278,14 @@ class WallLossMaps:
                 crossed = segment_crossing_matrix(starts, block, fw.segments)
                 out[s : s + step, gi] = crossed @ fw.loss_db
         return out
+
+
+def site_walls(site: Site) -> dict[int, FloorWalls]:
+    """The walls of every floor of ``site`` (floor index -> FloorWalls over its outline)."""
+    walls = {}
+    for fi, fl in enumerate(site.floors):
+        segs, loss = site.walls_of(fl.id)
+        outline = np.asarray(fl.outline, dtype=np.float64)
+        lo, hi = outline.min(axis=0), outline.max(axis=0)
+        walls[fi] = FloorWalls(segs, loss, bounds=(lo[0], lo[1], hi[0], hi[1]))
+    return walls

@@ -28,6 +28,8 @@ from rtls.errors import TransportError
 _LOG = logging.getLogger(__name__)
 
 POSITIONS_TOPIC = "rtls/v1/engine/positions"
+HEALTH_TOPIC = "rtls/v1/engine/health"
+HEALTH_INTERVAL_S = 10.0
 STATUS_TOPIC = "rtls/v1/engine/status"
 MAX_QUEUE = 200_000  # messages held between ticks before the oldest are dropped (counted)
 
@@ -158,6 +160,7 @@ class EngineService:
         tick = self.engine.params.tick_s
         loop = asyncio.get_running_loop()
         next_t = loop.time()
+        next_health = next_t
         while True:
             next_t += tick
             await asyncio.sleep(max(0.0, next_t - loop.time()))
@@ -166,6 +169,25 @@ class EngineService:
             result = self.process(self.clock())
             if len(result.located):
                 await client.publish(POSITIONS_TOPIC, positions_payload(self.engine, result))
+            if loop.time() >= next_health:
+                next_health = loop.time() + HEALTH_INTERVAL_S
+                await client.publish(HEALTH_TOPIC, self.health_payload(), retain=True)
+
+    def health_payload(self) -> bytes:
+        """Decoder counters, service counters, tick time and the unknown tags (technicians)."""
+        c = self.engine.decoder.counters
+        body = {
+            "t": round(self.clock(), 3),
+            "decoder": c.summary(),
+            "received": self.stats.received,
+            "dropped_queue_full": self.stats.dropped_queue_full,
+            "tick_ms_p99": round(1000 * tick_percentile(self.stats, 99), 3),
+            "unknown_tags": [
+                {"mac": u.mac, "serial": u.serial, "count": u.count, "last_seen": u.last_seen}
+                for u in c.unknown_tags()[:50]
+            ],
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
 
     def process(self, now: float) -> TickResult:
         """Decode what is queued (in bounded batches, yielding nothing in between: this runs

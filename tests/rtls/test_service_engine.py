@@ -14,7 +14,7 @@ from gateways.scenario import scenario_from_mapping
 from gateways.world import World
 from rtls.engine import Engine
 from rtls.service.broker import MosquittoBroker
-from rtls.service.engine import POSITIONS_TOPIC, EngineService
+from rtls.service.engine import HEALTH_TOPIC, POSITIONS_TOPIC, EngineService
 from rtls.site import load_site
 from tests.broker import MessageCollector
 
@@ -36,11 +36,12 @@ def test_simulated_ward_in_positions_out(fresh_mosquitto: MosquittoBroker) -> No
         assert service.connected.is_set()
         data = {"scenario": {"name": "t", "duration_s": 25, "seed": 4, "ambient": False}}
         world = World(scenario_from_mapping(data, site=SITE), epoch=time.time())
-        with MessageCollector(fresh_mosquitto.port, [POSITIONS_TOPIC]) as sub:
+        with MessageCollector(fresh_mosquitto.port, [POSITIONS_TOPIC, HEALTH_TOPIC]) as sub:
             run(world, MqttSink(fresh_mosquitto.host, fresh_mosquitto.port, client_prefix="s"),
                 speed=2.0)  # fmt: skip
             time.sleep(1.0)
-            published = sub.messages
+            published = sub.matching(lambda m: m.topic == POSITIONS_TOPIC)
+            health = sub.matching(lambda m: m.topic == HEALTH_TOPIC)
     finally:
         loop.call_soon_threadsafe(service.stop)
         thread.join(timeout=15)
@@ -56,5 +57,9 @@ def test_simulated_ward_in_positions_out(fresh_mosquitto: MosquittoBroker) -> No
     err = np.hypot(*(est.xy[:n] - truth.xyz[:n, :2]).T)[known]
     assert np.median(err) < 4.0  # a sanity bound; accuracy is measured in bench/
     assert (est.floor[:n][known] == truth.floor[:n][known]).all()
+    assert health, "the engine published no health"
+    report = json.loads(health[-1].payload)
+    assert report["decoder"]["observations"] > 0
+    assert report["unknown_tags"] == []
     last = json.loads(published[-1].payload)
     assert {"tag", "x", "y", "floor", "zone", "uncertainty", "known"} <= set(last["positions"][0])
