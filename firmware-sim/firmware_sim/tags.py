@@ -103,7 +103,8 @@ class TagFirmware:
         self._pending: list[Frame] = []  # sent, not yet returned by due()
         self._clock = start_t  # every frame up to here has been sent
         self._delays: list[float] = []
-        self._body_key: tuple[int, int, bool, int] | None = None
+        self._body_key: tuple[Status, Status2, bool, int] | None = None
+        self._low = False  # battery below the threshold at the last frame
         self._body = bytearray(20)
 
     # -- state changes ---------------------------------------------------------------------
@@ -210,12 +211,14 @@ class TagFirmware:
         if self.silent or self.battery_pct <= 0.0:
             return
         self.battery_pct = max(0.0, self.battery_pct - BATTERY_PCT_PER_ADV)
-        if (self.battery_pct < self.low_battery_pct) != bool(self.status2 & Status2.LOW_BATTERY):
+        low = self.battery_pct < self.low_battery_pct
+        if low != self._low and low != bool(self.status2 & Status2.LOW_BATTERY):
             self.status2 ^= Status2.LOW_BATTERY
             if repeat:
                 self.seq = (self.seq + 1) & 0xFFFF
                 repeat = False
             self._start_burst(t)
+        self._low = low
         self._pending.append(self._frame(t, repeat))
 
     def _adv_delay(self) -> float:
@@ -226,7 +229,7 @@ class TagFirmware:
 
     def _frame(self, t: float, repeat: bool) -> Frame:
         # The body only changes with the state; cache it and patch the sequence number in.
-        key = (int(self.status), int(self.status2), repeat, round(self.battery_pct))
+        key = (self.status, self.status2, repeat, round(self.battery_pct))
         if key != self._body_key:
             self._body_key = key
             self._body = bytearray(encode_body(self.advertisement(repeat)))
