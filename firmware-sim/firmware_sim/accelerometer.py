@@ -232,8 +232,10 @@ STANDARD: dict[str, tuple[tuple[str, float], ...]] = {
         ("walking", 15.0), ("bending", 10.0), ("walking", 15.0), ("bending", 12.0),
         ("walking", 20.0), ("bending", 8.0), ("walking", 40.0),
     ),
+    "fall_collapse": (("walking", 20.0), ("fall_collapse", 110.0)),
 }  # fmt: skip
-"""Named scenarios of :func:`standard_traces`: ``fall_*`` are falls, ``adl_*`` daily activities."""
+"""Named scenarios of :func:`standard_traces`: ``fall_*`` are falls, ``adl_*`` daily activities.
+(New scenarios go at the end: each takes the next child generator.)"""
 
 
 def standard_traces(

@@ -153,8 +153,10 @@ def _lying_awake(t: FloatArray, start: FloatArray, rng: Rng, dur: float, fid: fl
 
 
 def _lying_down(t: FloatArray, start: FloatArray, rng: Rng, dur: float, fid: float) -> Motion:
-    """Into bed: sit on the edge, lie back slowly (3–5 s, no impact), then lie awake: a small
-    movement every 5–20 s, turning over (to a side, or back) every 40–100 s, breathing."""
+    """Into bed, a controlled transition: sit on the edge (trunk near upright, seat contact
+    1.1–1.3 g), stay seated 1–3 s, lie back over 3–5 s (the trunk turns at most about 55°/s,
+    the mattress takes it without impact), then lie awake: a small movement every 5–20 s,
+    turning over (to a side, or back) every 40–100 s, breathing."""
     p = PosePath(start)
     p.move(turn_time(start, I3), I3)
     p.move(rng.uniform(0.6, 0.9), rot(Y, rng.uniform(15.0, 25.0)))
@@ -175,7 +177,7 @@ def _lying_down(t: FloatArray, start: FloatArray, rng: Rng, dur: float, fid: flo
     small = event_times(rng, t_lie + rng.uniform(2.0, 10.0), dur - 1.0, (5.0, 20.0))
     a, rv = fidgets(t, rng, small, fid)
     rv = rv + rv_turn + breathing(t, rng)
-    return _motion(t, p, rv, a_world, a + a_turn, [(t_lie, "lying")])
+    return _motion(t, p, rv, a_world, a + a_turn, [(t_seat, "seated"), (t_lie, "lying")])
 
 
 def _bending(t: FloatArray, start: FloatArray, rng: Rng, dur: float, fid: float) -> Motion:
@@ -207,8 +209,11 @@ def _fall_pose(rng: Rng, kind: str) -> FloatArray:
 
 
 def _fall(t: FloatArray, start: FloatArray, rng: Rng, dur: float, kind: str) -> Motion:
-    """Loss of balance, descent (0.6–0.9 s toppling; slump 1.5–3 s), impact, then either a few
-    seconds of settling and lying still (breathing) or, for ``recover``, getting up again."""
+    """Loss of balance, descent, impact, then either a few seconds of settling and lying still
+    (breathing) or, for ``recover``, getting up again. Toppling forward, backward or sideways
+    takes 0.6–0.9 s, accelerating to the impact (falls from standing reach the floor about
+    0.7 s after losing balance: Hsiao & Robinovitch, J Biomech 31:1–9, 1998); a slump (fainting)
+    crumples over 1.5–3 s, as slowly as lying down, and is told from it by its impact."""
     recover = kind == "recover"
     if recover:
         kind = "forward" if rng.uniform() < 0.5 else "sideways"
@@ -255,6 +260,33 @@ def _fall(t: FloatArray, start: FloatArray, rng: Rng, dur: float, kind: str) -> 
     return _motion(t, p, rv + rv2 + breathing(t, rng), a_world, a + a2, marks)
 
 
+def _collapse(t: FloatArray, start: FloatArray, rng: Rng, dur: float, fid: float) -> Motion:
+    """Slow collapse without impact (fainting against a wall or furniture): the knees give way
+    and the wearer slides down to sitting on the floor (1.5–3 s, trunk 10–30° off vertical,
+    buttocks landing softly under 1.3 g), then keels over onto a side or the back over 2.5–4 s
+    (a controlled-looking rotation, no impact) and lies still (breathing)."""
+    p = PosePath(start)
+    p.move(0.5 * turn_time(start, I3), I3)
+    p.hold_until(p.t + rng.uniform(0.2, 0.6))
+    t_fall = p.t
+    slide = rng.uniform(1.5, 3.0)
+    way = 1.0 if rng.uniform() < 0.5 else -1.0  # slumping forward, or back against a wall
+    t_floor = p.move(slide, rot(Y, way * rng.uniform(10.0, 30.0)))
+    p.hold_until(t_floor + rng.uniform(0.5, 2.0))
+    side = 1.0 if rng.uniform() < 0.5 else -1.0
+    final = (rot(X, side * rng.uniform(70.0, 90.0)) if rng.uniform() < 0.6  # onto a side
+             else rot(Y, way * rng.uniform(70.0, 90.0)))  # fmt: skip
+    t_lie = p.move(rng.uniform(2.5, 4.0), final)
+    a_world = np.zeros((t.size, 3))
+    a_world[:, 2] -= rng.uniform(0.05, 0.15) * hann(t, t_fall + slide / 2, slide)
+    a_world[:, 2] += rng.uniform(0.1, 0.25) * pulse(t, t_floor, 0.3)  # soft landing on the floor
+    a_world[:, 2] += rng.uniform(0.03, 0.08) * pulse(t, t_lie, 0.4)
+    settle = t_lie + np.sort(rng.uniform(0.3, 2.0, 2))
+    a, rv = bursts(t, rng, settle, (0.05, 0.1), (0.5, 1.0))
+    marks = [(t_fall, "fall"), (t_floor, "floor"), (t_lie, "lying")]
+    return _motion(t, p, rv + breathing(t, rng), a_world, a, marks)
+
+
 def _fall_kind(kind: str) -> Builder:
     def build(t: FloatArray, s: FloatArray, rng: Rng, d: float, fid: float) -> Motion:
         return _fall(t, s, rng, d, kind)
@@ -278,11 +310,13 @@ BUILDERS: dict[str, Builder] = {
     "fall_sideways": _fall_kind("sideways"),
     "fall_slump": _fall_kind("slump"),
     "fall_recover": _fall_kind("recover"),
+    "fall_collapse": _collapse,
 }
 
 ACTIVITIES: tuple[str, ...] = tuple(BUILDERS)
 """Activity names accepted by :func:`firmware_sim.accelerometer.synthesize`. Each starts from
 the previous posture and eases into its own; ``lying_still`` keeps whatever posture it starts
-in, as does ``lying_awake``. ``fidget_g`` sizes the small movements of ``standing``,
+in, as does ``lying_awake``. ``fall_collapse`` is the slow collapse without impact.
+``fidget_g`` sizes the small movements of ``standing``,
 ``sitting``, ``sitting_down``, ``sitting_down_hard``, ``lying_down`` and ``lying_awake`` (not
 gait, bending, turning over or falls)."""

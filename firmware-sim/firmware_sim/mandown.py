@@ -4,10 +4,15 @@ Input: raw accelerometer samples, ``t (N,)`` in s (strictly increasing, 20 Hz or
 irregular spacing allowed) and ``acc (N, 3)`` in g, badge axes (+z up the trunk when standing).
 Output: :class:`Event` objects (``pre_alarm``, ``alarm``, ``cancel``) with their times.
 
-Per-frame features (tilt, activity, impact peaks) come from :mod:`firmware_sim.mandown_features`
-and the parameters from :mod:`firmware_sim.mandown_config`; both are re-exported here. A small
-state machine (monitor → pre_alarm → alarm, back to monitor on cancel) runs over the features,
-vectorised per chunk, so results do not depend on how the samples are split. See docs/mandown.md.
+The tilt rule is about a wearer who went down, not one who lay down: it counts a tilted episode
+only after an impact or a fast rotation of the trunk around its start (an uncontrolled
+transition). Lying down into bed and staying motionless is left to the no-movement rule.
+
+Per-frame features (tilt, rotation, activity, impact peaks) come from
+:mod:`firmware_sim.mandown_features` and the parameters from :mod:`firmware_sim.mandown_config`;
+both are re-exported here. A small state machine (monitor → pre_alarm → alarm, back to monitor on
+cancel) runs over the features, vectorised per chunk, so results do not depend on how the samples
+are split. See docs/mandown.md.
 
 Command: ``python -m firmware_sim.mandown FILE.csv [--config JSON]`` prints one JSON event a line.
 """
@@ -134,6 +139,10 @@ class _Machine:
     recent_g: FloatArray = field(default_factory=lambda: np.zeros(0))
     tilt: float = 0.0
     activity: float = 0.0
+    down: float = 0.0  # 1.0 while in a down episode (tilted, not yet upright again)
+    episode: int = 0  # number of the current (or last) down episode
+    armed_episode: int = -1  # last episode armed for the tilt rule
+    fast_last_t: float = math.nan  # last frame with a fast (uncontrolled) rotation
 
 
 class ManDownDetector:
@@ -187,7 +196,8 @@ class ManDownDetector:
 
     def reset(self) -> None:
         """Forget any pre-alarm or alarm (alarm handled); every timer restarts from the last
-        sample fed. The signal filters keep running: the next feed continues the same stream."""
+        sample fed. The signal filters keep running: the next feed continues the same stream, and
+        a wearer still down after a fall stays down for the tilt rule."""
         last = self._sig.last_t
         self._to_monitor(-math.inf if math.isnan(last) else last)
 
@@ -196,29 +206,11 @@ class ManDownDetector:
         m.state, m.pre_t, m.peak_g, m.impact_t = "monitor", math.nan, None, None
         m.rearm_t = t
 
-    def _step(self, ff: FrameFeatures) -> list[Event]:
-        cfg, m = self.config, self._m
-        t, M = ff.t, ff.t.size
-        tilted = ff.tilt_deg > cfg.tilt_deg
-        upright = ff.tilt_deg < cfg.tilt_deg - cfg.tilt_hysteresis_deg
-        quiet = ff.activity_g < cfg.activity_threshold_g  # nearly motionless: tilt, fall
-        still = ff.activity_g < cfg.stillness_threshold_g  # no motion at all: no movement
-        moving = ff.activity_g >= cfg.motion_threshold_g
-        t0 = t - cfg.frame_s
-        flags = {
-            "tilted": tilted,
-            "tilted_still": tilted & quiet,
-            "still": still,
-            "up_or_moving": upright | moving,
-            "not_still": ~still,
-            "upright": upright,
-            "moving": moving,
-        }
-        run: dict[str, FloatArray] = {}
-        for name, flag in flags.items():
-            run[name], m.runs[name] = _runs(flag, t0, m.runs.get(name, math.nan))
-        # impacts: each frame sees the last impact; its detail is the strongest peak within
-        # fall_window_s before it (a fall's main hit and its rebound count as one impact)
+    def _impacts(self, ff: FrameFeatures) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Per frame (M,): time of the last impact so far, the strongest peak within
+        ``fall_window_s`` before it and that peak's time (NaN before the first impact): a fall's
+        main hit and its rebound count as one impact."""
+        cfg, m, M = self.config, self._m, ff.t.size
         hits = np.flatnonzero(ff.peak_g >= cfg.impact_g)
         it = np.concatenate([m.recent_t, ff.peak_t[hits]])
         ig = np.concatenate([m.recent_g, ff.peak_g[hits]])
@@ -232,8 +224,65 @@ class ManDownDetector:
         imp_g, imp_tmax = _ffill(imp_g, m.impact_last_g), _ffill(imp_tmax, m.impact_last_tmax)
         m.impact_last_t, m.impact_last_g = float(imp_t[-1]), float(imp_g[-1])
         m.impact_last_tmax = float(imp_tmax[-1])
-        keep = it >= t[-1] - cfg.fall_window_s
+        keep = it >= ff.t[-1] - cfg.fall_window_s
         m.recent_t, m.recent_g = it[keep], ig[keep]
+        return imp_t, imp_g, imp_tmax
+
+    def _armed(
+        self, ff: FrameFeatures, tilted: BoolArray, upright: BoolArray, imp_t: FloatArray
+    ) -> BoolArray:
+        """Frames (M,) of a down episode that the tilt rule counts. A down episode begins when
+        the trunk tilts beyond ``tilt_deg`` and ends when it is upright again (below
+        ``tilt_deg - tilt_hysteresis_deg``). It is armed from the first frame by which the
+        wearer is known to have gone down rather than lain down: an impact since
+        ``fall_window_s`` before the episode began, or the gravity direction turning at
+        ``fall_rotation_dps`` or faster within ``fall_window_s`` of its start. Armed, it stays
+        armed until the episode ends (a cancel or reset does not disarm it)."""
+        cfg, m = self.config, self._m
+        t = ff.t
+        state = np.where(tilted, 1.0, np.where(upright, 0.0, np.nan))
+        down = _ffill(state, m.down) == 1.0
+        begins = down & ~np.concatenate([[m.down == 1.0], down[:-1]])
+        episode = m.episode + np.cumsum(begins)
+        ds, m.runs["down"] = _runs(down, t - cfg.frame_s, m.runs.get("down", math.nan))
+        fast = ff.rotation_dps >= cfg.fall_rotation_dps
+        fast_t = _ffill(np.where(fast, t, np.nan), m.fast_last_t)
+        w = cfg.fall_window_s
+        if cfg.tilt_requires_fall:
+            with np.errstate(invalid="ignore"):
+                went_down = (imp_t >= ds - w) | ((fast_t >= ds - w) & (t <= ds + w))
+            cond = down & went_down
+        else:  # DGUV's plain position alarm: every down episode counts
+            cond = down
+        marks = np.concatenate([[m.armed_episode], np.where(cond, episode, -1)])
+        seen = np.maximum.accumulate(marks)[1:]
+        m.down, m.episode = float(down[-1]), int(episode[-1])
+        m.armed_episode, m.fast_last_t = int(seen[-1]), float(fast_t[-1])
+        armed: BoolArray = down & (seen == episode)
+        return armed
+
+    def _step(self, ff: FrameFeatures) -> list[Event]:
+        cfg, m = self.config, self._m
+        t, M = ff.t, ff.t.size
+        tilted = ff.tilt_deg > cfg.tilt_deg
+        upright = ff.tilt_deg < cfg.tilt_deg - cfg.tilt_hysteresis_deg
+        quiet = ff.activity_g < cfg.activity_threshold_g  # nearly motionless: tilt, fall
+        still = ff.activity_g < cfg.stillness_threshold_g  # no motion at all: no movement
+        moving = ff.activity_g >= cfg.motion_threshold_g
+        imp_t, imp_g, imp_tmax = self._impacts(ff)
+        flags = {
+            "tilted": tilted,
+            "tilted_still": tilted & quiet,
+            "armed": self._armed(ff, tilted, upright, imp_t),
+            "still": still,
+            "up_or_moving": upright | moving,
+            "not_still": ~still,
+            "upright": upright,
+            "moving": moving,
+        }
+        run: dict[str, FloatArray] = {}
+        for name, flag in flags.items():
+            run[name], m.runs[name] = _runs(flag, t - cfg.frame_s, m.runs.get(name, math.nan))
         m.tilt, m.activity = float(ff.tilt_deg[-1]), float(ff.activity_g[-1])
 
         events: list[Event] = []
@@ -250,7 +299,8 @@ class ManDownDetector:
                         & (ts <= ti + cfg.fall_settle_s)
                         & (t[s] - np.maximum(np.maximum(ts, ti), r) >= cfg.post_impact_still_s)
                     )
-                    tilt = t[s] - np.maximum(ts, r) >= cfg.tilt_hold_s
+                    since = np.maximum(np.maximum(ts, run["armed"][s]), r)
+                    tilt = t[s] - since >= cfg.tilt_hold_s
                     nomove = t[s] - np.maximum(run["still"][s], r) >= cfg.no_movement_s
                 hit = fall | tilt | nomove
                 if not hit.any():

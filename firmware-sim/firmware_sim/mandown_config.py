@@ -7,6 +7,10 @@ gravity over ``activity_window_s``, see :mod:`firmware_sim.mandown_features`):
 - below ``activity_threshold_g``: nearly motionless (the tilt and fall rules);
 - at or above ``motion_threshold_g``: moving normally (cancels a tilt or fall pre-alarm).
 
+The tilt rule counts a "down" episode only if the wearer went down in an uncontrolled way: an
+impact of ``impact_g`` or more, or the gravity direction turning at ``fall_rotation_dps`` or
+more, around the start of the episode (``tilt_requires_fall``).
+
 docs/mandown.md gives every default with its source.
 """
 
@@ -20,6 +24,7 @@ from rtls.errors import ConfigError
 
 DGUV_MAX_TRIGGER_S = 90.0  # DGUV: position / no-movement alarms, pre-alarm included
 DGUV_MAX_PRE_ALARM_S = 45.0
+_FLAGS = frozenset({"dguv", "tilt_requires_fall"})
 
 
 @dataclass(frozen=True)
@@ -29,13 +34,16 @@ class ManDownConfig:
     Defaults match the site file's ``[rules.staff]`` (tilt 45°, 30 s, no movement 60 s,
     pre-alarm 20 s): DGUV's 30–45° upper end, pre-alarm under 45 s, and every nominal time to
     trigger (hold time + pre-alarm) within DGUV's 90 s. With ``dguv=False`` longer vendor-style
-    times (no movement 120 s) are accepted. Thresholds must keep
-    ``stillness_threshold_g <= activity_threshold_g < motion_threshold_g``.
+    times (no movement 120 s) are accepted. ``tilt_requires_fall=False`` gives DGUV's plain
+    position alarm (any tilted, nearly motionless episode, lying down in bed included).
+    Thresholds must keep ``stillness_threshold_g <= activity_threshold_g < motion_threshold_g``.
     """
 
     tilt_deg: float = 45.0  # trunk beyond this from vertical is "tilted"
     tilt_hysteresis_deg: float = 10.0  # upright again below tilt_deg - this
     tilt_hold_s: float = 30.0  # tilted and nearly motionless this long -> pre-alarm
+    tilt_requires_fall: bool = True  # tilt rule only after an impact or a fast rotation
+    fall_rotation_dps: float = 80.0  # gravity turning this fast (deg/s) is an uncontrolled fall
     no_movement_s: float = 60.0  # no motion at all, any posture, this long -> pre-alarm
     pre_alarm_s: float = 20.0  # time the wearer has to cancel before the alarm
     impact_g: float = 1.6  # |acc| peak counted as an impact (real falls 1.8-3 g)
@@ -56,9 +64,9 @@ class ManDownConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "dguv":
+            if f.name in _FLAGS:
                 if not isinstance(value, bool):
-                    raise ConfigError(f"dguv must be true or false, got {value!r}")
+                    raise ConfigError(f"{f.name} must be true or false, got {value!r}")
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{f.name} must be a number, got {value!r}")
@@ -72,6 +80,8 @@ class ManDownConfig:
             (self.motion_threshold_g > self.activity_threshold_g,
              "motion_threshold_g must exceed activity_threshold_g"),
             (self.impact_g > 1.0, "impact_g must exceed 1 g (gravity alone)"),
+            (self.fall_rotation_dps < 180.0 / self.frame_s,
+             "fall_rotation_dps must be below 180 degrees per frame_s (the most a frame shows)"),
             (0.01 <= self.frame_s <= 0.5, "frame_s must be within 0.01-0.5 s"),
             (self.activity_window_s >= self.frame_s, "activity_window_s must be >= frame_s"),
             (self.max_gap_s >= 2.0 / self.min_rate_hz,

@@ -3,8 +3,10 @@
 Samples are grouped into fixed frames of ``frame_s`` on the absolute time grid; per frame the
 detector keeps the mean, the spread and the peak magnitude. Features over the frames of a chunk:
 gravity = first-order low-pass of the frame means (``gravity_tau_s``); tilt = angle between the
-badge z axis and gravity; activity = RMS deviation of the raw samples from gravity over
-``activity_window_s``; impact = the peak ``|acc|`` of each frame. The carried
+badge z axis and gravity; rotation = how fast the gravity direction turns (angle between the
+estimates of consecutive frames over ``frame_s``), the accelerometer-only proxy for the trunk's
+angular velocity that tells a fall from lying down; activity = RMS deviation of the raw samples
+from gravity over ``activity_window_s``; impact = the peak ``|acc|`` of each frame. The carried
 :class:`SignalState` makes the features independent of how the samples are split into chunks.
 The state machine that turns features into events is in :mod:`firmware_sim.mandown`.
 """
@@ -35,13 +37,15 @@ class SampleError(PayloadError):
 @dataclass(frozen=True, eq=False)
 class FrameFeatures:
     """Per-frame features (M frames): ``t`` frame end (s), ``tilt_deg``, ``activity_g``,
-    ``peak_g`` (largest |acc| in the frame, 0 if empty) and ``peak_t`` (its time, NaN if empty)."""
+    ``peak_g`` (largest |acc| in the frame, 0 if empty), ``peak_t`` (its time, NaN if empty) and
+    ``rotation_dps`` (how fast the gravity estimate turned since the previous frame, °/s)."""
 
     t: FloatArray
     tilt_deg: FloatArray
     activity_g: FloatArray
     peak_g: FloatArray
     peak_t: FloatArray
+    rotation_dps: FloatArray
 
 
 @dataclass
@@ -54,6 +58,7 @@ class SignalState:
     last_mean: FloatArray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
     last_var: float = 0.0
     zi_g: FloatArray | None = None  # gravity low-pass state (1, 3)
+    last_g: FloatArray | None = None  # gravity estimate of the last frame (3,)
     hist_d: FloatArray | None = None  # last W-1 squared deviations (activity window)
     first_t: float = math.nan
     last_t: float = math.nan
@@ -110,7 +115,7 @@ def frames(sig: SignalState, cfg: ManDownConfig, t: FloatArray, acc: FloatArray)
     M = last - first
     if M <= 0:
         e = np.zeros(0)
-        return FrameFeatures(e, e, e, e, e)
+        return FrameFeatures(e, e, e, e, e, e)
     sig.frame = last
     ct, ca, ci = all_t[done], all_a[done], idx[done] - first
     n = np.bincount(ci, minlength=M).astype(np.float64)
@@ -139,6 +144,12 @@ def frames(sig: SignalState, cfg: ManDownConfig, t: FloatArray, acc: FloatArray)
     g = np.asarray(g, dtype=np.float64)
     gn = np.maximum(np.linalg.norm(g, axis=1), 1e-9)
     tilt = np.degrees(np.arccos(np.clip(g[:, 2] / gn, -1.0, 1.0)))
+    # rotation rate: angle between consecutive gravity directions (atan2 form, exact for small
+    # angles) over the frame length; the first frame ever has nothing to turn from
+    prev = np.concatenate([g[:1] if sig.last_g is None else sig.last_g[None, :], g[:-1]])
+    sig.last_g = g[-1].copy()
+    turn = np.arctan2(np.linalg.norm(np.cross(prev, g), axis=1), (prev * g).sum(axis=1))
+    rotation = np.asarray(np.degrees(turn) / F, dtype=np.float64)
     # mean squared deviation of the raw samples from gravity: |mean - g|^2 + spread
     d = ((mean - g) ** 2).sum(axis=1) + var
     W = max(1, round(cfg.activity_window_s / F))
@@ -150,7 +161,7 @@ def frames(sig: SignalState, cfg: ManDownConfig, t: FloatArray, acc: FloatArray)
     sig.hist_d = ext[ext.size - (W - 1) :]
     activity = np.asarray(np.sqrt(acc2 / W), dtype=np.float64)
     t_end = np.asarray((first + np.arange(M) + 1) * F, dtype=np.float64)
-    return FrameFeatures(t_end, tilt, activity, peak, peak_t)
+    return FrameFeatures(t_end, tilt, activity, peak, peak_t, rotation)
 
 
 def frame_features(

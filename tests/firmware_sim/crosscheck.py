@@ -13,6 +13,10 @@ Everything is added to a trace made with ``fidget_g=0`` (a motionless body): a s
 ``theta`` turns every sample ``a`` into ``a - theta × a``, and linear movements add. Randomness
 only through the generator passed in; times may be irregular (the filters run on sample index at
 the nominal rate).
+
+Going down is modelled independently too (:func:`turned_body`): a body turning from upright about
+a random horizontal axis with a cumulative-Gaussian angle profile (not the synthesiser's eased
+keyframes), optionally hitting the floor with a Gaussian jolt and a rebound (not its half-sine).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 from firmware_sim.accelerometer import FloatArray, Trace
 from scipy.signal import butter, sosfilt
+from scipy.spatial.transform import Rotation
+from scipy.special import ndtr
 
 
 def movement_bursts(
@@ -76,3 +82,33 @@ def perturb(tr: Trace, rotvec: FloatArray, linear: FloatArray) -> Trace:
     (N, 3) g added (the trace's marks and end pose are kept)."""
     acc = tr.acc - np.cross(rotvec, tr.acc) + linear
     return Trace(tr.t, acc, end_t=tr.end_t, end_pose=tr.end_pose, marks=tr.marks)
+
+
+def turned_body(
+    t: FloatArray,
+    rng: np.random.Generator,
+    *,
+    turn_at_s: float,
+    turn_s: float,
+    angle_deg: float,
+    impact_g: float = 0.0,
+    noise_g: float = 0.01,
+) -> Trace:
+    """A motionless body (samples at ``t (N,)``) that turns from upright by ``angle_deg`` about
+    a random horizontal axis, 95 % of the turn within ``turn_s`` centred on ``turn_at_s``; with
+    ``impact_g`` it hits the floor at the end of the turn (a 50-ms Gaussian jolt along the
+    vertical peaking at ``impact_g`` in |acc|, then a rebound of 30 % of it). Marks ``turn``
+    and ``down`` are the start and the end of the turn."""
+    phi = rng.uniform(0.0, 2 * np.pi)
+    axis = np.array([np.cos(phi), np.sin(phi), 0.0])
+    theta = np.radians(angle_deg) * ndtr((t - turn_at_s) / (turn_s / 4.0))
+    pose = Rotation.from_rotvec(theta[:, None] * axis).as_matrix()  # badge to world (N, 3, 3)
+    world = np.zeros((t.size, 3))
+    world[:, 2] = 1.0
+    if impact_g > 0.0:
+        dt = t - (turn_at_s + turn_s / 2.0)
+        jolt = np.exp(-0.5 * (dt / 0.05) ** 2) - 0.3 * np.exp(-0.5 * ((dt - 0.12) / 0.05) ** 2)
+        world[:, 2] += (impact_g - 1.0) * jolt
+    acc = np.einsum("nji,nj->ni", pose, world) + noise_g * rng.normal(size=(t.size, 3))
+    marks = ((turn_at_s - turn_s / 2.0, "turn"), (turn_at_s + turn_s / 2.0, "down"))
+    return Trace(t, acc, end_pose=pose[-1], marks=marks)

@@ -135,12 +135,58 @@ def test_falls_peak_then_lie_horizontal_and_still(kind: str, seed: int) -> None:
     assert tr.acc[after].std(axis=0).max() < 0.03  # nearly still
 
 
+def _tilt_track(tr: Trace, step: float) -> tuple[FloatArray, FloatArray]:
+    """Trunk tilt (K,) in degrees of the mean reading over consecutive ``step``-s windows, and
+    the windows' centres (K,)."""
+    edges = np.arange(tr.t[0], tr.t[-1], step)
+    means = np.array([tr.acc[_window(tr, a, a + step)].mean(axis=0) for a in edges])
+    return _tilt(means), edges + step / 2
+
+
+def _turn_time(tr: Trace, lo: float, hi: float) -> float:
+    """How long the trunk takes to go from under ``lo`` to over ``hi`` degrees (0.1-s means)."""
+    tilt, centre = _tilt_track(tr, 0.1)
+    above = int(np.argmax(tilt > hi))
+    below = int(np.flatnonzero(tilt[:above] < lo)[-1])
+    return float(centre[above] - centre[below])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_toppling_falls_turn_fast_lying_down_and_collapse_slowly(seed: int) -> None:
+    # the trunk from under 15° to over 70° off vertical: a toppling fall in a fraction of a
+    # second (it reaches the floor about 0.7 s after losing balance), lying down into bed and
+    # the slow collapse over seconds
+    for kind in ("fall_forward", "fall_backward", "fall_sideways"):
+        tr = synthesize(kind, np.random.default_rng(seed), rate_hz=100.0, duration_s=10.0,
+                        noise_g=0.002)  # fmt: skip
+        assert _turn_time(tr, 15.0, 70.0) < 0.8, kind
+    for kind in ("lying_down", "fall_collapse"):
+        tr = synthesize(kind, np.random.default_rng(seed), rate_hz=100.0, duration_s=30.0,
+                        noise_g=0.002, fidget_g=0.0)  # fmt: skip
+        assert _turn_time(tr, 15.0, 70.0) >= 1.0, kind
+
+
 def test_slump_collapses_slowly() -> None:
     for seed in range(3):
         slump = synthesize("fall_slump", np.random.default_rng(seed), duration_s=10.0)
         fwd = synthesize("fall_forward", np.random.default_rng(seed), duration_s=10.0)
         assert slump.mark("impact") - slump.mark("fall") >= 1.5
         assert fwd.mark("impact") - fwd.mark("fall") <= 0.9
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_slow_collapse_has_no_impact_and_ends_lying_still(seed: int) -> None:
+    tr = compose([("walking", 10.0), ("fall_collapse", 40.0)], np.random.default_rng(seed),
+                 rate_hz=200.0)  # fmt: skip
+    with pytest.raises(KeyError):
+        tr.mark("impact")
+    fall, floor, lying = tr.mark("fall"), tr.mark("floor"), tr.mark("lying")
+    assert fall < floor < lying
+    assert lying - fall >= 4.0
+    assert _mag(tr)[tr.t > fall].max() < 1.35  # nothing near an impact
+    after = _window(tr, lying + 5.0, lying + 30.0)
+    assert _tilt(tr.acc[after].mean(axis=0, keepdims=True))[0] > 60.0
+    assert tr.acc[after].std(axis=0).max() < 0.03
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -170,6 +216,13 @@ def test_lying_down_in_bed_is_slow_with_small_movements(seed: int) -> None:
     tr = synthesize("lying_down", np.random.default_rng(seed), rate_hz=50.0, duration_s=300.0,
                     noise_g=0.002)  # fmt: skip
     assert _mag(tr).max() < 1.5  # no impact
+    # a controlled transition: seated upright on the edge first, then lying back over seconds
+    seated = tr.mark("seated")
+    tilt, centre = _tilt_track(tr, 0.25)
+    assert tilt[(centre > seated + 0.5) & (centre < seated + 1.0)].max() < 25.0
+    assert tr.mark("lying") - seated >= 4.0
+    turning = (centre > seated) & (centre < tr.mark("lying") + 0.5)
+    assert np.abs(np.diff(tilt[turning])).max() / 0.25 < 60.0  # degrees per second
     lying = tr.mark("lying") + 2.0
     assert np.median(_tilt(tr.acc[_window(tr, lying, 300.0)])) > 60.0
     # small movements: seconds with a visible spread (noise alone gives ~0.0035 g), never 30 s
@@ -259,7 +312,9 @@ def test_standard_traces_are_named_and_long_enough() -> None:
     assert all(name.startswith(("fall_", "adl_")) for name in traces)
     for name, tr in traces.items():
         duration = tr.t[-1] - tr.t[0]
-        if name.startswith("fall_") and name != "fall_recover":
+        if name == "fall_collapse":
+            assert tr.t[-1] - tr.mark("lying") >= 90.0
+        elif name.startswith("fall_") and name != "fall_recover":
             assert tr.t[-1] - tr.mark("impact") >= 90.0
         elif name == "adl_lying_in_bed":
             assert duration >= 300.0
