@@ -20,7 +20,7 @@ from rtls.site import EXAMPLE_SITE, Site, TagKind, load_site
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
-FALL_KINDS = ("forward", "backward", "sideways", "slump")
+FALL_KINDS = ("forward", "backward", "sideways", "slump", "collapse")
 
 # action -> (required fields, subject kinds allowed: None = any tag or actor)
 ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
@@ -104,7 +104,7 @@ class Event(_Model):
     waypoints: list[tuple[float, float]] | None = None
     floor: Ident | None = None
     speed: float | None = Field(default=None, gt=0.1, le=6.0)
-    kind: Literal["forward", "backward", "sideways", "slump", "recover"] | None = None
+    kind: Literal["forward", "backward", "sideways", "slump", "collapse", "recover"] | None = None
     duration_s: float | None = Field(default=None, gt=0.0, le=86400.0)
     value: bool | None = None
     percent: int | None = Field(default=None, ge=0, le=100)
