@@ -25,6 +25,7 @@ from rtls.bounds import crlb_rmse
 from rtls.engine import Engine, EngineParams
 from rtls.observations import OBS_DTYPE, Observations
 from rtls.site import EXAMPLE_SITE, Site, ZoneKind
+from rtls.walls import site_walls
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -100,13 +101,7 @@ def walkable_points(
 
 def floor_walls(site: Site) -> dict[int, FloorWalls]:
     """The site's walls per floor index, rasters covering each floor's outline."""
-    walls = {}
-    for i, fl in enumerate(site.floors):
-        segs, loss = site.walls_of(fl.id)
-        outline = np.asarray(fl.outline, dtype=np.float64)
-        lo, hi = outline.min(axis=0), outline.max(axis=0)
-        walls[i] = FloorWalls(segs, loss, bounds=(lo[0], lo[1], hi[0], hi[1]))
-    return walls
+    return site_walls(site)
 
 
 def channel(site: Site, setup: RadioSetup, rng: np.random.Generator) -> RadioChannel:

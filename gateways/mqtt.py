@@ -36,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateways.formats import Message as Message  # the one message type of the simulators
 from rtls.errors import ConfigError, PayloadError, TransportError
 
 __all__ = [
@@ -59,16 +60,6 @@ MAX_TOPIC_BYTES = 65_535
 
 INFLIGHT_WINDOW = 20
 """QoS 1/2 messages sent and not yet acknowledged at any time (paho's default)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One MQTT message to publish. The lead will unify it with ``gateways.formats.Message``."""
-
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
 
 
 class Publishable(Protocol):

@@ -20,6 +20,17 @@ from tests.broker import (
     wait_until,
 )
 
+
+@dataclass(frozen=True)
+class OtherMessage:
+    """Another module's message type with the same four fields."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+
+
 WAIT = 10.0  # generous bound for anything that should happen within a second or two
 
 
@@ -67,17 +78,17 @@ def status_of(link: MqttLink) -> str:
 @pytest.mark.parametrize(
     ("msg", "reason"),
     [
-        (Message("", b"x"), "topic"),
-        (Message("a/+/b", b"x"), "topic"),
-        (Message("a/#", b"x"), "topic"),
-        (Message("a/\x00", b"x"), "topic"),
-        (Message("a/b", "text"), "payload"),  # type: ignore[arg-type]
-        (Message("a/b", b"x", qos=3), "qos"),
-        (Message("a/b", b"x", qos=True), "qos"),
-        (Message("a/b", b"x", retain=1), "retain"),  # type: ignore[arg-type]
+        (OtherMessage("", b"x"), "topic"),
+        (OtherMessage("a/+/b", b"x"), "topic"),
+        (OtherMessage("a/#", b"x"), "topic"),
+        (OtherMessage("a/\x00", b"x"), "topic"),
+        (OtherMessage("a/b", "text"), "payload"),  # type: ignore[arg-type]
+        (OtherMessage("a/b", b"x", qos=3), "qos"),
+        (OtherMessage("a/b", b"x", qos=True), "qos"),
+        (OtherMessage("a/b", b"x", retain=1), "retain"),  # type: ignore[arg-type]
     ],
 )
-def test_check_message_rejects_what_mqtt_cannot_carry(msg: Message, reason: str) -> None:
+def test_check_message_rejects_what_mqtt_cannot_carry(msg: OtherMessage, reason: str) -> None:
     with pytest.raises(PayloadError) as info:
         check_message(msg)
     assert info.value.reason == reason
@@ -117,7 +128,7 @@ def test_link_rejects_bad_settings(kwargs: dict[str, Any]) -> None:
 
 def test_link_rejects_an_invalid_will() -> None:
     with pytest.raises(PayloadError, match="wildcards"):
-        MqttLink("gw-1", "127.0.0.1", 1883, will=Message("gw/#", b"offline"), online=None)
+        MqttLink("gw-1", "127.0.0.1", 1883, will=OtherMessage("gw/#", b"offline"), online=None)
 
 
 def test_publish_while_not_connected_drops_qos0_and_queues_qos1_newest_kept() -> None:
@@ -133,16 +144,6 @@ def test_publish_while_not_connected_drops_qos0_and_queues_qos1_newest_kept() ->
     assert stats.published == 0
 
 
-@dataclass(frozen=True)
-class OtherMessage:
-    """Another module's message type with the same four fields."""
-
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-
-
 def test_link_accepts_any_message_with_the_four_fields() -> None:
     link = MqttLink("gw-o", "127.0.0.1", 1883, will=OtherMessage("s", b"off", 1, True), online=None)
     assert link.publish(OtherMessage("t", b"x", qos=1))
@@ -154,7 +155,7 @@ def test_link_accepts_any_message_with_the_four_fields() -> None:
 def test_publish_rejects_an_invalid_message_even_when_disconnected() -> None:
     link = MqttLink("gw-x", "127.0.0.1", 1883, will=None, online=None)
     with pytest.raises(PayloadError):
-        link.publish(Message("t/+", b"x", qos=1))
+        link.publish(OtherMessage("t/+", b"x", qos=1))
     assert link.stats().queued == 0
 
 
