@@ -18,7 +18,7 @@ from typing import IO, Protocol
 from gateways.formats import Message
 from gateways.mqtt import LinkPool, MqttLink
 from gateways.world import Source, World
-from rtls.errors import RtlsError
+from rtls.errors import RtlsError, TransportError
 
 
 class Sink(Protocol):
@@ -128,11 +128,13 @@ class MqttSink:
         password: str | None = None,
         client_prefix: str = "rtls-sim",
         reconnect_max_delay: int = 5,
+        connect_timeout_s: float = 15.0,
     ) -> None:
         self.host, self.port = host, port
         self.username, self.password = username, password
         self.client_prefix = client_prefix
         self.reconnect_max_delay = reconnect_max_delay
+        self.connect_timeout_s = connect_timeout_s
         self.pool = LinkPool()
 
     def open(self, sources: list[Source]) -> None:
@@ -151,6 +153,12 @@ class MqttSink:
                 )
             )
         self.pool.start_all()
+        # like real gateways after boot: connect first, then publish (nothing dropped at start)
+        if not self.pool.wait_connected(self.connect_timeout_s):
+            raise TransportError(
+                f"the simulated devices could not connect to {self.host}:{self.port} within "
+                f"{self.connect_timeout_s:g} s"
+            )
 
     def wait_connected(self, timeout: float) -> bool:
         return self.pool.wait_connected(timeout)

@@ -153,10 +153,12 @@ class Engine:
         snap = self.window.snapshot(now, tags)
         prev = self.tracker.estimate(now, tags)
         variances = link_variance(snap.weight, self.params.locator.sigma_db)
+        up = self.window.gateways_up(now)
         if self.walls is None:
             return self.locator.locate(
                 snap.rssi,
                 variances=variances,
+                gateway_up=up,
                 initial_xy=np.where(prev.known[:, None], prev.xy, np.nan),
                 initial_floor=np.where(prev.known, prev.floor, -1),
             )
@@ -170,6 +172,7 @@ class Engine:
         return self.locator.locate(
             snap.rssi,
             variances=variances,
+            gateway_up=up,
             link_offset_db=self.walls.lookup(ref),
             initial_xy=np.where((floor >= 0)[:, None], ref, np.nan),
             initial_floor=floor,

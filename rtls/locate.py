@@ -4,7 +4,9 @@ Model (DOMAIN.md, log-distance with log-normal shadowing; Rappaport eq. 4.68 wit
 the smoothed RSSI of tag i at gateway j is ``P0_j - 10 n_j log10(d_ij) + X_ij``, ``X_ij`` normal
 in dB with variance ``v_ij``, ``d_ij`` the 3-D distance from the tag (at ``tag_height_m`` above
 its floor) to the gateway. The maximum-likelihood 2-D position minimises the weighted sum of
-squared residuals in dB ``Σ_j r_ij² / v_ij``, ``r_ij = RSSI_ij - (P0_j - 10 n_j log10 d_ij)``.
+squared residuals in dB ``Σ_j r_ij² / v_ij``, ``r_ij = RSSI_ij - (P0_j - 10 n_j log10 d_ij)``;
+with a known receiver sensitivity ``s_j`` the gateways of the tag's floor that heard nothing
+count as readings below it (censored, Tobit likelihood), adding ``-2 Σ log Φ((s_j - μ_ij) / σ)``.
 This module prepares the inputs (weights, floor choice, starting points), :mod:`rtls.solver`
 minimises the cost for all N tags at once (damped Gauss–Newton then Newton steps, closed-form
 2×2 systems, no Python loop over tags), and the result gets its covariance and the unknown
@@ -20,7 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from rtls.errors import ConfigError, RtlsError
-from rtls.solver import AXX, AXY, AYY, COST, LN10, ROWS, Box, Solver, X, Y
+from rtls.solver import AXX, AXY, AYY, COST, FIT, LN10, ROWS, Box, Censored, Solver, X, Y
 
 if TYPE_CHECKING:
     from rtls.site import Site
@@ -42,8 +44,9 @@ class Anchors:
     xyz (G, 3) absolute (z includes the floor elevation); floor (G,) floor index; p0 (G,) RSSI
     at 1 m in dBm; n (G,) path-loss exponent (p0 and n may be scalars); floor_elevation (F,)
     metres; floor_bounds (F, 4) ``xmin, ymin, xmax, ymax`` of each floor (fixes are kept
-    inside). Build with :meth:`from_site`, or directly (arrays are validated and copied; a
-    calibration run makes a new Anchors).
+    inside); sensitivity_dbm (G,) or scalar: the weakest RSSI a gateway reports (None:
+    unknown, silent gateways then say nothing). Build with :meth:`from_site`, or directly
+    (arrays are validated and copied; a calibration run makes a new Anchors).
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class Anchors:
         n: ArrayLike,
         floor_elevation: ArrayLike,
         floor_bounds: ArrayLike,
+        sensitivity_dbm: ArrayLike | None = None,
     ) -> None:
         xyz_a = np.array(xyz, dtype=np.float64)
         if xyz_a.ndim != 2 or xyz_a.shape[1] != 3:
@@ -81,6 +85,9 @@ class Anchors:
             raise ConfigError("anchors arrays must be finite")
         if (n_a <= 0).any():
             raise ConfigError("anchors path-loss exponents n must be > 0")
+        sens: FloatArray | None = None
+        if sensitivity_dbm is not None:
+            sens = _per_gateway(sensitivity_dbm, g, "anchors sensitivity_dbm", ConfigError)
         self.xyz: FloatArray = xyz_a
         self.floor: IntArray = floor_a
         self.p0: FloatArray = p0_a
@@ -88,17 +95,27 @@ class Anchors:
         self.floor_elevation: FloatArray = elev
         self.floor_bounds: FloatArray = bounds
         self.k: FloatArray = 10.0 * n_a / LN10  # (G,) dB per neper of distance
+        self.sensitivity_dbm: FloatArray | None = sens
 
     @classmethod
     def from_site(cls, site: Site) -> Anchors:
-        """Anchors from a loaded site: its gateways, calibration and floor outlines."""
+        """Anchors from a loaded site: its gateways, calibration, floor outlines and the
+        radio's sensitivity."""
         ga = site.gateway_arrays
         elev = np.array([f.elevation for f in site.floors], dtype=np.float64)
         bounds = np.array(
             [np.r_[np.min(f.outline, axis=0), np.max(f.outline, axis=0)] for f in site.floors],
             dtype=np.float64,
         )
-        return cls(ga.xyz, ga.floor, ga.rssi_at_1m, ga.path_loss_exponent, elev, bounds)
+        return cls(
+            ga.xyz,
+            ga.floor,
+            ga.rssi_at_1m,
+            ga.path_loss_exponent,
+            elev,
+            bounds,
+            site.radio.sensitivity_dbm,
+        )
 
     @property
     def n_gateways(self) -> int:
@@ -124,6 +141,8 @@ class LocatorParams:
     inflate_by_residuals: bool = True  # scale covariance by max(1, χ²/dof) when dof >= 2
     max_step_m: float = 5.0  # longest step per iteration (damping against divergence)
     d_min_m: float = 1.0  # path loss held constant below this distance (docs/radio-model.md)
+    censored: bool = True  # silent gateways of the floor count as below the sensitivity
+    silent_outage: float = 0.01  # chance a link is silent whatever its signal (gateway down)
 
     def __post_init__(self) -> None:
         checks = [
@@ -137,6 +156,7 @@ class LocatorParams:
             ("floor_switch_db", self.floor_switch_db >= 0),
             ("max_step_m", self.max_step_m > 0),
             ("d_min_m", self.d_min_m > 0),
+            ("silent_outage", 0 <= self.silent_outage < 1),
         ]
         for name, ok in checks:
             if not ok:
@@ -234,10 +254,10 @@ class Locator:
         self._f64 = np.empty((0, ROWS, 0))
 
     def _buffers(self, n_tags: int) -> tuple[NDArray[np.float32], FloatArray]:
-        """Work arrays (9, G, N) float32 and (2, ROWS, N) float64, grown when N exceeds them."""
+        """Work arrays (10, G, N) float32 and (2, ROWS, N) float64, grown when N exceeds them."""
         if n_tags > self._capacity:
             cap = max(n_tags, int(self._capacity * 1.25))
-            self._f32 = np.empty((9, self.anchors.n_gateways, cap), dtype=np.float32)
+            self._f32 = np.empty((10, self.anchors.n_gateways, cap), dtype=np.float32)
             self._f64 = np.empty((2, ROWS, cap))
             self._capacity = cap
         return self._f32[:, :, :n_tags], self._f64[:, :, :n_tags]
@@ -252,6 +272,9 @@ class Locator:
         link_offset_db: ArrayLike | None = None,
         initial_xy: ArrayLike | None = None,
         initial_floor: ArrayLike | None = None,
+        sensitivity_dbm: ArrayLike | None = None,
+        gateway_up: ArrayLike | None = None,
+        silent_links: ArrayLike | None = None,
     ) -> Fix:
         """Locate N tags from smoothed RSSI (N, G) in dBm, NaN where not heard.
 
@@ -263,6 +286,13 @@ class Locator:
         last position and each gateway (:class:`rtls.walls.WallLossMaps`). initial_xy (N, 2) and
         initial_floor (N,): previous fixes, used as starting points where the floor is
         unchanged (NaN / -1: none); initial_floor also gives the floor choice its hysteresis.
+
+        Silent links (``params.censored``, needs a sensitivity: sensitivity_dbm (G,) or scalar
+        here, else the anchors'): a gateway of the tag's chosen floor that did not hear it says
+        its RSSI was below the sensitivity (corrected by the same tag and link offsets). By
+        default every such gateway counts; gateway_up (G,) False leaves out gateways that are
+        down (their silence means nothing), and silent_links (N, G) bool, if given, names the
+        links whose silence counts (True on a heard link is ignored).
         """
         p, anchors = self.params, self.anchors
         y_in = np.asarray(rssi)
@@ -274,7 +304,7 @@ class Locator:
             empty_w = np.zeros((0, n_tags), np.float32)
             return _finish(np.zeros((ROWS, n_tags)), nothing - 1, nothing, empty_w, p)
         f32, f64 = self._buffers(n_tags)
-        y, w, dz2, work = f32[0], f32[1], f32[2], f32[3:]
+        y, w, dz2, curvature, work = f32[0], f32[1], f32[2], f32[3], f32[4:]
         np.copyto(y, y_in.T, casting="unsafe")  # (G, N) float32 from here on
         heard = ~np.isnan(y)
         if np.isinf(y).any():
@@ -298,6 +328,7 @@ class Locator:
             w *= inv_var
         else:
             np.multiply(heard, inv_var, out=w)
+        off: FloatArray | None = None
         if tag_offset_db is not None:
             off = np.asarray(tag_offset_db, dtype=np.float64).reshape(-1)
             if off.shape != (n_tags,) or not np.isfinite(off).all():
@@ -308,6 +339,7 @@ class Locator:
             if not np.isfinite(tmp).all():
                 raise LocateError("link_offset_db must be finite")
             y += tmp
+        silent = self._silent(heard, sensitivity_dbm, gateway_up, silent_links)
         usable = heard & (w > 0)
         rel = y  # RSSI - P0 in dB, 0 where unusable (in place)
         rel -= anchors.p0.astype(np.float32)[:, None]
@@ -334,7 +366,20 @@ class Locator:
             dz2_used = dz2
             box = Box.of(anchors.floor_bounds[fl])
         n_used = np.count_nonzero(used, axis=0)
-        solver = Solver(rel, w, dz2_used, anchors.xyz[:, :2], anchors.n, p.d_min_m, work)
+        censored = None
+        if silent is not None:
+            sens, silent_mask = silent
+            silent_mask &= anchors.floor[:, None] == floor[None, :]
+            gi, ni = np.nonzero(silent_mask)
+            # the sensitivity in the scale of rel: minus P0 and the tag offset, plus the walls
+            thr = sens[gi] - anchors.p0[gi]
+            if off is not None:
+                thr -= off[ni]
+            if link_offset_db is not None:
+                thr += np.asarray(link_offset_db, dtype=np.float64)[ni, gi]
+            rel[gi, ni] = thr
+            censored = Censored(gi, ni, p.sigma_db, curvature, p.silent_outage)
+        solver = Solver(rel, w, dz2_used, anchors.xyz[:, :2], anchors.n, p.d_min_m, work, censored)
         # -- initial guess: the previous fix on the same floor, else a weighted centroid ---------
         start = solver.centroid(used, box)
         if initial_xy is not None:
@@ -349,10 +394,51 @@ class Locator:
         best = solver.solve(start, box, p.iterations, p.max_step_m, f64)
         return _finish(best, floor, n_used, w, p)
 
+    def _silent(
+        self,
+        heard: BoolArray,
+        sensitivity_dbm: ArrayLike | None,
+        gateway_up: ArrayLike | None,
+        silent_links: ArrayLike | None,
+    ) -> tuple[FloatArray, BoolArray] | None:
+        """Sensitivity (G,) and the candidate silent links (G, N) (any floor), or None when
+        censoring is off or no sensitivity is known. ``heard`` (G, N)."""
+        g, n_tags = heard.shape
+        if gateway_up is not None:
+            up = np.asarray(gateway_up)
+            if up.shape != (g,) or up.dtype != np.bool_:
+                raise LocateError(f"gateway_up must be bool of shape ({g},), got {up.shape}")
+        if silent_links is not None:
+            links = np.asarray(silent_links)
+            if links.shape != (n_tags, g) or links.dtype != np.bool_:
+                raise LocateError(f"silent_links must be bool of shape ({n_tags}, {g})")
+        if sensitivity_dbm is not None:
+            sens = _per_gateway(sensitivity_dbm, g, "sensitivity_dbm", LocateError)
+        elif self.anchors.sensitivity_dbm is not None:
+            sens = self.anchors.sensitivity_dbm
+        else:
+            return None
+        if not self.params.censored:
+            return None
+        mask = ~heard
+        if silent_links is not None:
+            mask &= links.T
+        if gateway_up is not None:
+            mask &= up[:, None]
+        return sens, mask
+
 
 _NEG = np.float32(-1e30)  # stands in for NaN before masking (fmax(NaN, _NEG) = _NEG)
 _MIN_VARIANCE = 1e-3  # dB²: keeps 1/variance within float32 range
 _MAX_WEIGHT = 1e6
+
+
+def _per_gateway(value: ArrayLike, g: int, name: str, error: type[RtlsError]) -> FloatArray:
+    """A finite scalar or (G,) array as a (G,) float64 copy."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape != (g,)) or not np.isfinite(arr).all():
+        raise error(f"{name} must be a finite scalar or have shape ({g},), got {arr.shape}")
+    return np.broadcast_to(arr, (g,)).copy()
 
 
 def _copy_transposed(
@@ -405,7 +491,7 @@ def _finish(
     best: FloatArray, floor: IntArray, n_used: IntArray, w: NDArray[np.float32], p: LocatorParams
 ) -> Fix:
     """Covariance and the unknown rules from the final solver state (ROWS, N)."""
-    a, b, d, cost = best[AXX], best[AXY], best[AYY], best[COST]
+    a, b, d, cost = best[AXX], best[AXY], best[AYY], best[FIT]
     det = a * d - b * b
     half_tr = (a + d) * 0.5
     disc = np.sqrt(np.maximum(half_tr * half_tr - det, 0.0))
@@ -431,7 +517,7 @@ def _finish(
         (floor >= 0)
         & (n_used >= p.min_gateways)
         & well_posed
-        & np.isfinite(cost)
+        & np.isfinite(best[COST])
         & np.isfinite(xy).all(axis=1)
         & (uncertainty <= p.max_uncertainty_m)
         & (residual_rms <= p.max_residual_db)

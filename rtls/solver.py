@@ -2,12 +2,14 @@
 
 The cost of tag i is ``Σ_j w_ij r_ij²`` with ``r_ij = rel_ij + (k_j / 2) ln d_ij²``,
 ``rel = RSSI - P0``, ``k = 10 n / ln 10`` (the log-distance model of DOMAIN.md in natural
-logarithms) and ``d`` the 3-D tag-gateway distance. Arrays are laid out (G, N), gateways by
-tags, in float32: every operation then runs along contiguous rows of N tags (broadcasting
-per-gateway constants down a column is as fast as a plain product), which is what makes one
-solve of 10,000 tags × 8 gateways take a few milliseconds. All 2×2 systems are solved in closed
-form. The per-tag state is a (ROWS, N) float64 array with the rows named below. Used by
-:mod:`rtls.locate`, which owns the model's inputs and the meaning of the result.
+logarithms) and ``d`` the 3-D tag-gateway distance, plus optionally ``-2 Σ log Φ(r_ij / σ)``
+over the silent links (:class:`Censored`, ``rel`` there is the sensitivity minus P0): minus
+twice the log-likelihood of the censored (Tobit) model, Tobin (1958). Arrays are laid out
+(G, N), gateways by tags, in float32: every operation then runs along contiguous rows of N tags
+(broadcasting per-gateway constants down a column is as fast as a plain product), which is what
+makes one solve of 10,000 tags × 8 gateways take a few milliseconds. All 2×2 systems are solved
+in closed form. The per-tag state is a (ROWS, N) float64 array with the rows named below. Used
+by :mod:`rtls.locate`, which owns the model's inputs and the meaning of the result.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import log_ndtr
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
 LN10 = float(np.log(10.0))
-# rows of the (ROWS, N) state: position, cost Σ w r², Gauss–Newton matrix A = JᵀWJ (xx, xy,
-# yy), half-gradient g = JᵀWr, Hessian H used for the next step (Newton's or A)
-X, Y, COST, AXX, AXY, AYY, GX, GY, HXX, HXY, HYY = range(11)  # X, Y and GX, GY adjacent
-ROWS = 11
+LOG_SQRT_2PI = float(0.5 * np.log(2.0 * np.pi))
+# rows of the (ROWS, N) state: position, cost (Σ w r² plus the censored term), Gauss–Newton
+# matrix A = JᵀWJ (xx, xy, yy), half-gradient g = JᵀWr, Hessian H used for the next step
+# (Newton's or A), FIT the heard links' part Σ w r² of the cost
+X, Y, COST, AXX, AXY, AYY, GX, GY, HXX, HXY, HYY, FIT = range(12)  # X, Y and GX, GY adjacent
+ROWS = 12
 GN_STEPS = 2  # iterations with Gauss–Newton steps before Newton's
 
 
@@ -48,12 +53,32 @@ class Box:
         return np.asarray(np.clip(p, self.lo, self.hi))
 
 
+@dataclass(frozen=True)
+class Censored:
+    """The silent links: gateways that could have heard a tag and heard nothing.
+
+    gateway, tag (M,) indices into the (G, N) arrays of the M silent links (their ``w`` must
+    be 0 and their ``rel`` the sensitivity minus P0, in the RSSI's corrected scale); sigma_db
+    the shadowing σ of the censored reading; curvature (G, N) float32 scratch, which holds the
+    links' weights in A (``w`` where heard); outage ε in [0, 1): the probability that a link
+    is silent whatever its signal (a gateway down without anyone knowing), so a silent link
+    has probability ``ε + (1 - ε) Φ(z)`` and its cost is bounded by ``-2 ln ε``.
+    """
+
+    gateway: NDArray[np.intp]
+    tag: NDArray[np.intp]
+    sigma_db: float
+    curvature: NDArray[np.float32]
+    outage: float = 0.0
+
+
 class Solver:
     """Cost, gradient and Hessians of all tags, over (G, N) float32 arrays.
 
     rel (G, N) RSSI - P0 in dB (0 where unused); w (G, N) 1/variance (0 where unused);
     dz2 (G, N) or (G, 1) squared height difference tag - gateway; gateway_xy (G, 2);
-    n (G,) path-loss exponents; work (6, G, N) float32 scratch, reused by every call.
+    n (G,) path-loss exponents; work (6, G, N) float32 scratch, reused by every call;
+    censored: the silent links counted as readings below the sensitivity (None: heard only).
     """
 
     def __init__(
@@ -65,9 +90,13 @@ class Solver:
         n: FloatArray,
         d_min: float,
         work: NDArray[np.float32],
+        censored: Censored | None = None,
     ) -> None:
         f32 = np.float32
         self.rel, self.w, self.dz2, self.work = rel, w, dz2, work
+        self.censored = censored if censored is not None and censored.tag.size else None
+        if self.censored is not None:
+            np.copyto(self.censored.curvature, w)
         self.n = n
         self.gx = gateway_xy[:, 0:1].astype(f32)
         self.gy = gateway_xy[:, 1:2].astype(f32)
@@ -102,6 +131,14 @@ class Solver:
 
         r = rel + (k/2) ln d², J = ∂r/∂(x, y) = k (x - x_j, y - y_j) / d², zero below d_min.
         ``newton`` False skips Newton's Hessian (H rows = A rows: a Gauss–Newton step).
+
+        A silent link (z = r / σ, the sensitivity's distance above the model mean in σ) adds
+        -2 ln P(z), P = ε + (1 - ε) Φ(z), to the cost; with the inverse Mills ratio
+        λ = (1 - ε) φ(z) / P its half-gradient is -(λ/σ) J and its half-Hessian
+        λ (z + λ) / σ² JJᵀ - (λ/σ) ∇²r: it enters as a heard link with w r replaced by -λ/σ and,
+        in A, w by max(0, λ (z + λ)) / σ² (for ε = 0 in (0, 1/σ²]: -ln Φ is convex; with ε > 0
+        the cost saturates where the gateway should have heard the tag, and the negative
+        curvature there goes into Newton's H only, so A stays positive semi-definite).
         """
         dx, dy, d2, r, s, t = self.work
         p32 = p.astype(np.float32)
@@ -122,12 +159,44 @@ class Solver:
             s[near] = 0.0
         out[X : Y + 1] = p
         np.multiply(self.w, r, out=t)  # w r
-        out[COST] = np.einsum("gn,gn->n", t, r)
+        out[FIT] = np.einsum("gn,gn->n", t, r)
+        wa = self.w
+        c = self.censored
+        concave: NDArray[np.intp] | None = None
+        extra: list[FloatArray] = []
+        if c is None:
+            out[COST] = out[FIT]
+        else:  # silent links (their w is 0): coefficients of the censored term in t and wa
+            z = r[c.gateway, c.tag].astype(np.float64) * (1.0 / c.sigma_db)
+            log_p = log_ndtr(z)
+            if c.outage > 0.0:  # ln(ε + (1 - ε) Φ(z))
+                log_p = np.logaddexp(np.log(c.outage), np.log1p(-c.outage) + log_p)
+                mills = np.exp(np.log1p(-c.outage) - 0.5 * z * z - LOG_SQRT_2PI - log_p)
+            else:
+                mills = np.exp(-0.5 * z * z - LOG_SQRT_2PI - log_p)
+            out[COST] = out[FIT] - 2.0 * np.bincount(c.tag, log_p, minlength=p.shape[1])
+            t[c.gateway, c.tag] = mills * (-1.0 / c.sigma_db)
+            curv = mills * (z + mills)
+            curv *= 1.0 / (c.sigma_db * c.sigma_db)
+            concave = np.flatnonzero(curv < 0.0) if newton and c.outage > 0.0 else None
+            if concave is not None and concave.size:
+                gc, nc = c.gateway[concave], c.tag[concave]
+                jx = s[gc, nc] * dx[gc, nc]
+                jy = s[gc, nc] * dy[gc, nc]
+                neg = curv[concave]
+                n_tags = p.shape[1]
+                extra = [
+                    np.asarray(np.bincount(nc, neg * a * b, minlength=n_tags), dtype=np.float64)
+                    for a, b in ((jx, jx), (jx, jy), (jy, jy))
+                ]
+            np.maximum(curv, 0.0, out=curv)
+            c.curvature[c.gateway, c.tag] = curv
+            wa = c.curvature
         t *= s  # w s r
         out[GX] = np.einsum("gn,gn->n", t, dx)
         out[GY] = np.einsum("gn,gn->n", t, dy)
         s *= s
-        s *= self.w  # w s²
+        s *= wa  # w s²
         np.multiply(s, dx, out=r)  # r is free from here on
         out[AXX] = np.einsum("gn,gn->n", r, dx)
         out[AXY] = np.einsum("gn,gn->n", r, dy)
@@ -144,6 +213,10 @@ class Solver:
         out[HXY] = out[AXY] - 2.0 * np.einsum("gn,gn->n", s, dy)
         t *= dy
         out[HYY] = out[AYY] + total - 2.0 * np.einsum("gn,gn->n", t, dy)
+        if extra:
+            out[HXX] += extra[0]
+            out[HXY] += extra[1]
+            out[HYY] += extra[2]
 
     def solve(
         self, p: FloatArray, box: Box, iterations: int, max_step: float, state: FloatArray

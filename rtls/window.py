@@ -51,6 +51,7 @@ class RssiWindow:
         self._ref = np.zeros(shape)  # time the link's sums are referred to
         self._last = np.full(shape, -np.inf)  # newest observation time per link
         self.changed = np.zeros(n_tags, dtype=bool)  # tags with observations since take_changed
+        self.gateway_last = np.full(n_gateways, -np.inf)  # newest observation of any tag
 
     def add(self, obs: Observations) -> None:
         """Fold in observations (any order, any tags/gateways); indices must be in range."""
@@ -74,6 +75,12 @@ class RssiWindow:
         ref[touched] = t_ref
         last[touched] = np.maximum(last[touched], newest)
         self.changed[obs["tag"]] = True
+        np.maximum.at(self.gateway_last, obs["gateway"], t)
+
+    def gateways_up(self, now: float) -> NDArray[np.bool_]:
+        """(G,) gateways that heard any tag within the horizon: their silence about a tag means
+        something; a gateway heard from by nobody may be down, and its silence must not count."""
+        return np.asarray(self.gateway_last >= now - self.horizon_s)
 
     def take_changed(self) -> NDArray[np.intp]:
         """Indices of tags with new observations since the last call (and clears the flags)."""

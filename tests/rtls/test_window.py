@@ -81,3 +81,10 @@ def test_matches_a_direct_computation_on_random_data() -> None:
 def test_bad_parameters() -> None:
     with pytest.raises(ConfigError):
         RssiWindow(1, 1, tau_s=0)
+
+
+def test_gateways_up_are_those_heard_within_the_horizon() -> None:
+    w = RssiWindow(2, 3, horizon_s=5.0)
+    w.add(_obs([(0.0, 0, 0, -70.0), (8.0, 2, 1, -80.0)]))
+    assert w.gateways_up(10.0).tolist() == [False, False, True]
+    assert w.gateways_up(4.0).tolist() == [True, False, True]
