@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateways.cli import main as gateways_main
-from rtls.cli import main as rtls_main
 from rtls.service.broker import MosquittoBroker
+from rtls.service.cli import main as rtls_main
 from rtls.site import EXAMPLE_SITE
 from tests.broker import MessageCollector
 
@@ -67,7 +67,7 @@ def test_bad_broker_argument(capsys: pytest.CaptureFixture[str]) -> None:
 def test_simulate_against_broker_as_a_process(mosquitto: MosquittoBroker) -> None:
     with MessageCollector(mosquitto.port, ["rtls/v1/gw/+/obs", "home/+/LWT"]) as sub:
         proc = subprocess.run(
-            [sys.executable, "-m", "rtls.cli", "simulate", "--broker",
+            [sys.executable, "-m", "rtls.service.cli", "simulate", "--broker",
              f"{mosquitto.host}:{mosquitto.port}", "--duration", "3", "--speed", "3"],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
@@ -82,7 +82,7 @@ def test_simulate_against_broker_as_a_process(mosquitto: MosquittoBroker) -> Non
 def test_demo_starts_its_own_broker(mosquitto: MosquittoBroker) -> None:
     # `mosquitto` only guarantees the binary is there (or skips/fails per the CI rule)
     proc = subprocess.run(
-        [sys.executable, "-m", "rtls.cli", "demo", "--duration", "2", "--speed", "4"],
+        [sys.executable, "-m", "rtls.service.cli", "demo", "--duration", "2", "--speed", "4"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -12,7 +12,7 @@ import pytest
 from gateways.recording import record, write_csv
 from gateways.scenario import scenario_from_mapping
 from gateways.world import World
-from rtls.cli import main
+from rtls.service.cli import main
 from rtls.site import load_site
 
 SITE = load_site()
