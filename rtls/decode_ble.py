@@ -126,6 +126,15 @@ def decode_espresense_device(
     return _device(g, address, rssi, ours, directory, counters, received_t)
 
 
+def _word_status(g: int, payload: bytes, counters: DecodeCounters, received_t: float) -> Decoded:
+    """A plain ``online`` / ``offline`` status word of gateway ``g`` (ESPresense, OMG)."""
+    state = _word_state(payload)
+    if state == "online":
+        counters.heard_gateway(g, received_t)
+    counters.statuses += 1
+    return Decoded(status=(SourceStatus("gateway", g, state, received_t, received_t),))
+
+
 def decode_espresense_status(
     room: str,
     payload: bytes,
@@ -134,12 +143,7 @@ def decode_espresense_status(
     received_t: float,
 ) -> Decoded:
     """``espresense/rooms/<room>/status``: ``online`` or ``offline`` (the last will)."""
-    g = _espresense_gateway(directory, room)
-    state = _word_state(payload)
-    if state == "online":
-        counters.heard_gateway(g, received_t)
-    counters.statuses += 1
-    return Decoded(status=(SourceStatus("gateway", g, state, received_t, received_t),))
+    return _word_status(_espresense_gateway(directory, room), payload, counters, received_t)
 
 
 def decode_espresense_telemetry(
@@ -239,12 +243,7 @@ def decode_omg_lwt(
     received_t: float,
 ) -> Decoded:
     """``home/<gateway>/LWT``: ``online`` or ``offline`` (the last will)."""
-    g = _omg_gateway(directory, name)
-    state = _word_state(payload)
-    if state == "online":
-        counters.heard_gateway(g, received_t)
-    counters.statuses += 1
-    return Decoded(status=(SourceStatus("gateway", g, state, received_t, received_t),))
+    return _word_status(_omg_gateway(directory, name), payload, counters, received_t)
 
 
 def decode_omg_system(
