@@ -8,7 +8,8 @@ reads these; the simulators use the heartbeat intervals and badge timings.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import itertools
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -79,6 +80,73 @@ class GatewayRules(_Params):
     batch_interval_s: float = Field(default=0.25, ge=0.02, le=5.0)
 
 
+class EscalationStep(_Params):
+    """One step of an escalation chain: notify ``group`` ``after_s`` after the alarm was raised
+    if nobody has acknowledged it by then."""
+
+    group: str = Field(min_length=1)
+    after_s: float = Field(ge=0.0, le=86400.0)
+
+
+#: DOMAIN.md: these alarms latch (stay until resolved); a site may not make them non-latching.
+ALWAYS_LATCHING: frozenset[str] = frozenset(
+    {"exit", "tamper", "code_pink", "sos", "pull_cord", "man_down"}
+)
+ALARM_TYPES: frozenset[str] = frozenset({
+    "exit", "tamper", "tag_loose", "tag_silent", "restricted_zone", "loiter", "mismatch",
+    "code_pink", "low_battery", "sign_out_overdue", "pairing_overdue", "sos", "pull_cord",
+    "pre_alarm", "man_down", "no_movement", "fall", "check_in_missed", "gateway_silent",
+    "reader_silent", "broker_link_lost",
+})  # fmt: skip
+
+
+class AlarmTypeRules(_Params):
+    """Per alarm type overrides of the catalogue (rtls.alarm.CATALOGUE)."""
+
+    priority: Literal["high", "medium", "low"] | None = None
+    latching: bool | None = None
+    rise_after_s: float | None = Field(default=None, ge=0.0, le=86400.0)
+
+
+def _default_escalation() -> dict[str, list[EscalationStep]]:
+    return {
+        "high": [EscalationStep(group="ward_nurses", after_s=0.0),
+                 EscalationStep(group="security", after_s=30.0),
+                 EscalationStep(group="duty_manager", after_s=120.0)],
+        "medium": [EscalationStep(group="ward_nurses", after_s=0.0),
+                   EscalationStep(group="security", after_s=180.0)],
+        "low": [EscalationStep(group="technicians", after_s=0.0)],
+    }  # fmt: skip
+
+
+class AlarmRules(_Params):
+    """The ``[rules.alarms]`` table: escalation chains per priority, per-type overrides, the
+    longest shelving and who sees a lone worker's position."""
+
+    escalation: dict[str, list[EscalationStep]] = Field(
+        default_factory=_default_escalation
+    )
+    types: dict[str, AlarmTypeRules] = Field(default_factory=dict)
+    shelve_max_s: float = Field(default=8 * 3600.0, ge=60.0, le=7 * 86400.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> AlarmRules:
+        for name, o in self.types.items():
+            if name not in ALARM_TYPES:
+                raise ValueError(f"unknown alarm type {name!r} in [rules.alarms.types]")
+            if name in ALWAYS_LATCHING and o.latching is False:
+                raise ValueError(f"alarm type {name!r} always latches (DOMAIN.md)")
+        for prio, steps in self.escalation.items():
+            if prio not in ("high", "medium", "low"):
+                raise ValueError(f"escalation.{prio}: priorities are high, medium and low")
+            times = [s.after_s for s in steps]
+            if steps and times[0] != 0.0:
+                raise ValueError(f"escalation.{prio}: the first step must have after_s = 0")
+            if any(b <= a for a, b in itertools.pairwise(times)):
+                raise ValueError(f"escalation.{prio}: after_s must increase step by step")
+        return self
+
+
 class RuleParams(_Params):
     """The ``[rules]`` table: ``[rules.infant]``, ``[rules.mother]``, ``[rules.staff]``, ..."""
 
@@ -89,6 +157,7 @@ class RuleParams(_Params):
         default_factory=lambda: TagRules(heartbeat_s=5.0, supervision_s=120.0)
     )
     infrastructure: GatewayRules = Field(default_factory=GatewayRules)
+    alarms: AlarmRules = Field(default_factory=AlarmRules)
 
     _ZONE_KEYS: ClassVar[frozenset[str]] = frozenset({"exit_dwell_s", "loiter_s", "dwell_s"})
 
