@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+from gateways.downlink import DownlinkListener
 from gateways.formats import Message
 from gateways.mqtt import LinkPool, MqttLink
 from gateways.world import Source, World
@@ -136,8 +137,14 @@ class MqttSink:
         self.reconnect_max_delay = reconnect_max_delay
         self.connect_timeout_s = connect_timeout_s
         self.pool = LinkPool()
+        self.downlinks: DownlinkListener | None = None
 
     def open(self, sources: list[Source]) -> None:
+        self.downlinks = DownlinkListener(
+            f"{self.client_prefix}-downlink", self.host, self.port,
+            username=self.username, password=self.password,
+        )  # fmt: skip
+        self.downlinks.start()
         for s in sources:
             self.pool.add(
                 MqttLink(
@@ -173,7 +180,13 @@ class MqttSink:
         else:
             link.stop(graceful=False)  # a power cut: the broker sends the last will
 
+    def take_downlinks(self) -> list[tuple[str, str]]:
+        """Downlinks (tag id, command) received since the last call."""
+        return self.downlinks.take() if self.downlinks is not None else []
+
     def close(self) -> None:
+        if self.downlinks is not None:
+            self.downlinks.stop()
         self.pool.stop_all(graceful=True)
 
 
@@ -207,6 +220,9 @@ def run(
         while world.t < end:
             k += 1
             t = min(round(k * tick_s, 9), end)  # no drift from repeated float additions
+            take = getattr(sink, "take_downlinks", None)
+            for tag, command in take() if take is not None else ():
+                world.downlink(tag, command, t)
             out = world.step(t)
             if isinstance(sink, FileSink):
                 sink.now = t

@@ -331,6 +331,19 @@ class World:
             self.door_readers.set_up(ri, bool(ev.value))
             out.power.append(PowerChange(self.readers[ri].id, bool(ev.value)))
 
+    def downlink(self, tag: str, command: str, t: float) -> bool:
+        """A downlink from the engine reaches ``tag`` (relayed by the gateways, docs/mqtt.md):
+        ``confirm`` (the console received the alarm; the badge may stop its local alarm) or
+        ``reset`` (the alarm was resolved). Returns False for an unknown tag or command; the
+        change goes out with the tag's next transmission (a burst)."""
+        fw = self._fw_by_id.get(tag)
+        if not isinstance(fw, StaffBadge) or command not in ("confirm", "reset"):
+            return False  # only badges have a local alarm to stop
+        (fw.confirm if command == "confirm" else fw.reset)(t)
+        self._touched.add(self._tag_row[tag])
+        self._refresh_due()
+        return True
+
     def _power_gateway(self, gi: int, up: bool, out: StepOutput, t: float) -> None:
         gw = self.gateways[gi]
         if gw.up == up:

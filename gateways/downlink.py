@@ -1,0 +1,83 @@
+"""Downlinks to the simulated tags: the engine publishes on ``rtls/v1/downlink/<tag>`` (JSON
+``{"command": "confirm" | "reset", ...}``, docs/mqtt.md); real gateways relay that to the badge,
+the simulator's :class:`DownlinkListener` collects it for :meth:`gateways.world.World.downlink`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from rtls.errors import PayloadError
+from rtls.topics import DOWNLINK_FILTER, tag_of_downlink
+
+COMMANDS = frozenset({"confirm", "reset"})
+
+
+def parse_downlink(topic: str, payload: bytes) -> tuple[str, str]:
+    """(tag id, command) of a downlink message; PayloadError if it is not one."""
+    tag = tag_of_downlink(topic)
+    if tag is None:
+        raise PayloadError(f"not a downlink topic: {topic!r}", reason="bad_topic")
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError(f"downlink to {tag}: not JSON", reason="bad_json") from exc
+    command = body.get("command") if isinstance(body, dict) else None
+    if command not in COMMANDS:
+        raise PayloadError(f"downlink to {tag}: unknown command {command!r}", reason="bad_command")
+    return tag, str(command)
+
+
+class DownlinkListener:
+    """A background MQTT subscriber to every tag's downlink topic (reconnects by itself)."""
+
+    def __init__(
+        self,
+        client_id: str,
+        host: str,
+        port: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.host, self.port = host, port
+        self._lock = threading.Lock()
+        self._inbox: list[tuple[str, str]] = []
+        self.rejected = 0
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        self._client.reconnect_delay_set(1, 5)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+
+    def start(self) -> None:
+        self._client.connect_async(self.host, self.port, keepalive=10)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def take(self) -> list[tuple[str, str]]:
+        with self._lock:
+            out, self._inbox = self._inbox, []
+        return out
+
+    def _on_connect(self, client: paho.Client, *_: Any) -> None:
+        client.subscribe(DOWNLINK_FILTER, qos=1)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        try:
+            item = parse_downlink(msg.topic, bytes(msg.payload))
+        except PayloadError:
+            with self._lock:
+                self.rejected += 1
+            return
+        with self._lock:
+            self._inbox.append(item)
