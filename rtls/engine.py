@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rtls.decode import Decoder
-from rtls.decode_result import Decoded
+from rtls.decode_result import EMPTY_READS, EMPTY_TELEMETRY, Decoded, SourceStatus
 from rtls.directory import Directory
 from rtls.errors import ConfigError
 from rtls.geometry import points_in_polygon
@@ -61,6 +61,10 @@ class TickResult:
     transitions: Transitions
     located: NDArray[np.intp]
     fix: Fix | None
+    # what the rules need besides positions (issue 4), all received since the last tick:
+    telemetry: NDArray[np.void] = field(default_factory=lambda: EMPTY_TELEMETRY)
+    reads: NDArray[np.void] = field(default_factory=lambda: EMPTY_READS)
+    status: tuple[SourceStatus, ...] = ()
 
 
 class Engine:
@@ -82,7 +86,8 @@ class Engine:
         self.walls = wall_maps(site) if p.wall_model else None
         self._grids: dict[int, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
         self._reads: list[NDArray[np.void]] = []
-        self.telemetry: list[NDArray[np.void]] = []  # for the rules (issue 4)
+        self._telemetry: list[NDArray[np.void]] = []  # handed to the rules each tick
+        self._status: list[SourceStatus] = []
         self.observations = 0
         self.last_tick = -np.inf
 
@@ -107,7 +112,9 @@ class Engine:
         if len(decoded.reads):
             self._reads.append(decoded.reads)
         if len(decoded.telemetry):
-            self.telemetry.append(decoded.telemetry)
+            self._telemetry.append(decoded.telemetry)
+        if decoded.status:
+            self._status.extend(decoded.status)
 
     def ingest_observations(self, obs: Observations) -> None:
         """Observations (OBS_DTYPE) with valid gateway and tag indices."""
@@ -127,6 +134,7 @@ class Engine:
             fix = self._locate(now, tags)
             self.tracker.update(now, fix, tags)
         door_transitions = None
+        reads = EMPTY_READS
         if self._reads:
             reads = np.concatenate(self._reads)
             self._reads.clear()
@@ -140,7 +148,11 @@ class Engine:
         zone = self.zones.smallest(self.membership.inside)
         zone = np.where(est.known, zone, -1)
         self.last_tick = now
-        return TickResult(now, est, zone, transitions, tags, fix)
+        telemetry = np.concatenate(self._telemetry) if self._telemetry else EMPTY_TELEMETRY
+        status = tuple(self._status)
+        self._telemetry.clear()
+        self._status.clear()
+        return TickResult(now, est, zone, transitions, tags, fix, telemetry, reads, status)
 
     def _locate(self, now: float, tags: NDArray[np.intp]) -> Fix:
         """One vectorised fix of ``tags``.
