@@ -26,6 +26,10 @@ class TagRules(_Params):
     low_battery_pct: int = Field(default=20, ge=1, le=99)
     burst_repeats: int = Field(default=3, ge=0, le=20)
     burst_interval_s: float = Field(default=0.1, ge=0.02, le=2.0)
+    # rtls.conditions: a raised condition clears only after its clearing criterion held this
+    # long (no flapping); low battery clears only at low_battery_pct + this hysteresis
+    clear_hold_s: float = Field(default=5.0, ge=0.0, le=600.0)
+    low_battery_hysteresis_pct: int = Field(default=5, ge=0, le=50)
 
     @model_validator(mode="after")
     def _supervision_covers_heartbeats(self) -> TagRules:
@@ -33,6 +37,11 @@ class TagRules(_Params):
             raise ValueError(
                 f"supervision_s ({self.supervision_s}) must allow at least 3 missed heartbeats "
                 f"({3 * self.heartbeat_s} s at heartbeat_s={self.heartbeat_s})"
+            )
+        if self.low_battery_pct + self.low_battery_hysteresis_pct > 100:
+            raise ValueError(
+                f"low_battery_pct + low_battery_hysteresis_pct = "
+                f"{self.low_battery_pct + self.low_battery_hysteresis_pct} exceeds 100 %"
             )
         return self
 
@@ -46,6 +55,15 @@ class InfantRules(TagRules):
     loiter_s: float = Field(default=60.0, ge=30.0, le=600.0)
     pairing_window_s: float = Field(default=3600.0, ge=60.0, le=86400.0)
     sign_out_max_s: float = Field(default=3600.0, ge=60.0, le=86400.0)
+    mismatch_clear_s: float = Field(default=30.0, ge=5.0, le=600.0)  # after the last meeting
+    # rtls.conditions (docs/rules.md): skin contact lost this long -> tag_loose; out of the
+    # exit zone this long -> the exit condition clears; an escort is "near" within this
+    # distance, or read by the same door reader within escort_wait_s, which is also how long a
+    # signed-out baby at an exit waits for its escort to be seen before the exit raises
+    tag_loose_s: float = Field(default=10.0, ge=1.0, le=600.0)
+    exit_clear_s: float = Field(default=10.0, ge=0.0, le=600.0)
+    escort_distance_m: float = Field(default=3.0, ge=0.5, le=20.0)
+    escort_wait_s: float = Field(default=5.0, ge=0.0, le=30.0)
 
 
 class StaffRules(TagRules):
@@ -59,6 +77,7 @@ class StaffRules(TagRules):
     pre_alarm_s: float = Field(default=20.0, ge=5.0, le=45.0)
     check_in_s: float = Field(default=0.0, ge=0.0, le=86400.0)
     show_position: bool = False
+    confirm_resend_s: float = Field(default=5.0, ge=1.0, le=60.0)  # downlink until confirmed
 
     @model_validator(mode="after")
     def _dguv_time_to_trigger(self) -> StaffRules:
@@ -78,6 +97,30 @@ class GatewayRules(_Params):
     reader_silent_s: float = Field(default=60.0, ge=5.0, le=3600.0)
     health_interval_s: float = Field(default=10.0, ge=1.0, le=600.0)
     batch_interval_s: float = Field(default=0.25, ge=0.02, le=5.0)
+    # rtls.conditions: no silence alarm until this long after the first evaluation or after
+    # the broker link came back; broker_link_lost after the link is down this long; a
+    # technical condition clears after its source is heard again for clear_hold_s
+    startup_grace_s: float = Field(default=60.0, ge=0.0, le=3600.0)
+    broker_lost_s: float = Field(default=10.0, ge=0.0, le=600.0)
+    clear_hold_s: float = Field(default=10.0, ge=0.0, le=3600.0)
+
+
+class ActuatorRules(_Params):
+    """Door locks and elevator holds (rtls.actuators, docs/actuators.md): a command not
+    confirmed by the controller's state report within ``confirm_timeout_s`` is sent again,
+    the wait doubling up to ``max_backoff_s``."""
+
+    confirm_timeout_s: float = Field(default=5.0, ge=0.5, le=300.0)
+    max_backoff_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+
+    @model_validator(mode="after")
+    def _backoff_covers_timeout(self) -> ActuatorRules:
+        if self.max_backoff_s < self.confirm_timeout_s:
+            raise ValueError(
+                f"max_backoff_s ({self.max_backoff_s}) must be >= confirm_timeout_s "
+                f"({self.confirm_timeout_s})"
+            )
+        return self
 
 
 class EscalationStep(_Params):
@@ -123,9 +166,7 @@ class AlarmRules(_Params):
     """The ``[rules.alarms]`` table: escalation chains per priority, per-type overrides, the
     longest shelving and who sees a lone worker's position."""
 
-    escalation: dict[str, list[EscalationStep]] = Field(
-        default_factory=_default_escalation
-    )
+    escalation: dict[str, list[EscalationStep]] = Field(default_factory=_default_escalation)
     types: dict[str, AlarmTypeRules] = Field(default_factory=dict)
     shelve_max_s: float = Field(default=8 * 3600.0, ge=60.0, le=7 * 86400.0)
 
@@ -157,6 +198,7 @@ class RuleParams(_Params):
         default_factory=lambda: TagRules(heartbeat_s=5.0, supervision_s=120.0)
     )
     infrastructure: GatewayRules = Field(default_factory=GatewayRules)
+    actuators: ActuatorRules = Field(default_factory=ActuatorRules)
     alarms: AlarmRules = Field(default_factory=AlarmRules)
 
     _ZONE_KEYS: ClassVar[frozenset[str]] = frozenset({"exit_dwell_s", "loiter_s", "dwell_s"})

@@ -3,6 +3,7 @@
 rtls demo                      broker + simulated ward (engine and console as they land)
 rtls site check [SITE.toml]    validate a site file and summarise it
 rtls simulate ...              the gateway/tag simulator (same as ``rtls-gateways run``)
+rtls audit verify --db PATH    check the audit trail's hash chain (docs/audit.md)
 """
 
 from __future__ import annotations
@@ -96,6 +97,34 @@ def load_site_text_check(text: str, target: Path) -> None:
     from rtls.site import Site
 
     Site.from_mapping(tomllib.loads(text), source=target, text=text)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Exit 0 if the audit chain is intact, 1 (naming the first bad record) if not."""
+    import json
+
+    from rtls.service.store import verify_database
+
+    key = None
+    if args.key_file:
+        try:
+            key = Path(args.key_file).read_bytes().strip()
+        except OSError as exc:
+            raise RtlsError(f"{args.key_file}: cannot read the audit key: {exc}") from exc
+    head = None
+    if args.head:
+        seq, _, digest = args.head.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise RtlsError(f"--head must be SEQ:HASH (64 hex digits), got {args.head!r}")
+        head = (int(seq), digest.lower())
+    result = verify_database(args.db, key=key, head=head)
+    if result.ok:
+        print(f"rtls audit verify: {args.db}: {result.message}")
+        return 0
+    print(f"rtls audit verify: {args.db}: TAMPERED: {result.message}")
+    if result.record is not None:
+        print(json.dumps(result.record, sort_keys=True))
+    return 1
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
@@ -223,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--output", help="write the calibrated site here")
     where.add_argument("--in-place", action="store_true", help="update the site file itself")
     cal.set_defaults(func=cmd_calibrate)
+    aud = sub.add_parser("audit", help="the audit trail (docs/audit.md)")
+    asub = aud.add_subparsers(dest="audit_command", required=True)
+    av = asub.add_parser("verify", help="check the hash chain of an alarm store")
+    av.add_argument("--db", required=True, help="the alarm store's SQLite file")
+    av.add_argument("--key-file", help="the site's audit key (HMAC-chained trails)")
+    av.add_argument("--head", help="an anchored head SEQ:HASH the chain must contain")
+    av.set_defaults(func=cmd_audit_verify)
     return p
 
 
