@@ -3,6 +3,7 @@
 rtls demo                      broker + simulated ward (engine and console as they land)
 rtls site check [SITE.toml]    validate a site file and summarise it
 rtls simulate ...              the gateway/tag simulator (same as ``rtls-gateways run``)
+rtls engine --broker H:P       the engine service: locate, alarms, store (docs/engine.md)
 rtls audit verify --db PATH    check the audit trail's hash chain (docs/audit.md)
 """
 
@@ -12,13 +13,17 @@ import argparse
 import contextlib
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rtls.errors import RtlsError
-from rtls.site import load_site
+from rtls.site import Site, load_site
+
+if TYPE_CHECKING:
+    from rtls.service.engine import EngineService
 
 
 def cmd_site_check(args: argparse.Namespace) -> int:
@@ -105,12 +110,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     from rtls.service.store import verify_database
 
-    key = None
-    if args.key_file:
-        try:
-            key = Path(args.key_file).read_bytes().strip()
-        except OSError as exc:
-            raise RtlsError(f"{args.key_file}: cannot read the audit key: {exc}") from exc
+    key = _read_key(args.key_file) if args.key_file else None
     head = None
     if args.head:
         seq, _, digest = args.head.partition(":")
@@ -131,21 +131,65 @@ def cmd_engine(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from rtls.engine import Engine, EngineParams
-    from rtls.service.engine import serve
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     site = load_site(args.site)
     host, _, port = args.broker.rpartition(":")
     if not host or not port.isdigit():
         raise RtlsError(f"--broker must be HOST:PORT, got {args.broker!r}")
-    engine = Engine(site, EngineParams(tick_s=args.tick))
-    print(f"rtls engine: site {site.id!r}, broker {args.broker}, tick {args.tick} s", flush=True)
+    key = _read_key(args.audit_key_file) if args.audit_key_file else None
+    print(f"rtls engine: site {site.id!r}, broker {args.broker}, tick {args.tick} s, "
+          f"alarm store {args.db}", flush=True)  # fmt: skip
     try:
-        asyncio.run(serve(engine, host, int(port)))
+        asyncio.run(run_engine(site, host, int(port), tick_s=args.tick, db=Path(args.db),
+                               audit_key=key, commands=args.commands,
+                               admit_all=args.admit_all))  # fmt: skip
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _read_key(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise RtlsError(f"{path}: cannot read the audit key: {exc}") from exc
+
+
+async def run_engine(
+    site: Site, host: str, port: int, *, tick_s: float = 0.25, db: Path,
+    audit_key: bytes | None = None, commands: bool = False, admit_all: bool = False,
+    ready: Callable[[EngineService], None] | None = None,
+) -> None:  # fmt: skip
+    """The engine service with its alarm desk and store, until cancelled. Restores the open
+    alarms, ward and timers the store kept (after a crash or a restart)."""
+    import asyncio
+    import time
+
+    from rtls.desk import Desk
+    from rtls.engine import Engine, EngineParams
+    from rtls.service.alarms import AlarmShell
+    from rtls.service.engine import EngineService
+    from rtls.service.store import AlarmStore
+
+    engine = Engine(site, EngineParams(tick_s=tick_s))
+    async with await AlarmStore.open(db, audit_key=audit_key) as store:
+        shell = AlarmShell(Desk(site), store, clock=time.time)
+        restored = await shell.restore()
+        if restored:
+            print(f"rtls engine: restored {restored} open alarm(s) from {db}", flush=True)
+        if admit_all:
+            for name, cmd_args in shell.desk.admission_orders():
+                reply = await shell.command(None, name, cmd_args, "admission")
+                if not reply["ok"]:
+                    raise RtlsError(f"--admit-all: {name} {cmd_args}: {reply['error']}")
+        service = EngineService(engine, host, port, alarms=shell, commands=commands)
+        if ready is not None:
+            ready(service)
+        try:
+            await service.run()
+        except asyncio.CancelledError:
+            service.stop()
+            raise
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -244,6 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--broker", required=True, help="MQTT broker HOST:PORT")
     eng.add_argument("--site", help="site TOML (default: the shipped example)")
     eng.add_argument("--tick", type=float, default=0.25, help="tick in seconds (<= 0.25)")
+    eng.add_argument("--db", default="rtls-alarms.db", help="the alarm store (SQLite file)")
+    eng.add_argument("--audit-key-file", help="the site's secret for an HMAC-chained audit")
+    eng.add_argument(
+        "--commands",
+        action="store_true",
+        help="accept operator commands on rtls/v1/command (trusted broker only)",
+    )
+    eng.add_argument(
+        "--admit-all",
+        action="store_true",
+        help="admit every infant tag and pair it by home room (demo, tests)",
+    )
     eng.set_defaults(func=cmd_engine)
     cal = sub.add_parser("calibrate", help="fit gateways' P0 and n from reference tags")
     cal.add_argument("--site", help="site TOML (default: the shipped example)")

@@ -21,16 +21,21 @@ from dataclasses import dataclass, field
 import aiomqtt
 import numpy as np
 
+from rtls import topics
+from rtls.actuators import STATE_FILTER
 from rtls.decode import SUBSCRIPTIONS
 from rtls.engine import Engine, TickResult
 from rtls.errors import TransportError
+from rtls.service.alarms import AlarmShell
 
 _LOG = logging.getLogger(__name__)
 
-POSITIONS_TOPIC = "rtls/v1/engine/positions"
-HEALTH_TOPIC = "rtls/v1/engine/health"
+POSITIONS_TOPIC = topics.POSITIONS
+HEALTH_TOPIC = topics.HEALTH
 HEALTH_INTERVAL_S = 10.0
-STATUS_TOPIC = "rtls/v1/engine/status"
+STATUS_TOPIC = topics.STATUS
+ACTUATOR_STATES = STATE_FILTER
+CONTROL_PREFIXES = (topics.COMMAND, STATE_FILTER.split("+")[0])
 MAX_QUEUE = 200_000  # messages held between ticks before the oldest are dropped (counted)
 
 
@@ -69,7 +74,12 @@ def positions_payload(engine: Engine, result: TickResult) -> bytes:
 
 
 class EngineService:
-    """Runs ``engine`` against the broker at ``host:port`` until :meth:`stop`."""
+    """Runs ``engine`` against the broker at ``host:port`` until :meth:`stop`.
+
+    The tick loop runs whether or not the broker is reachable (timers, escalations and the
+    broker-link alarm must not stop with it); the connection loop reconnects with back-off.
+    ``alarms``: the alarm desk's shell (rules, alarms, store); ``commands``: also accept
+    operator commands on ``rtls/v1/command`` (trusted brokers only, docs/mqtt.md)."""
 
     def __init__(
         self,
@@ -82,6 +92,8 @@ class EngineService:
         password: str | None = None,
         max_batch: int = 20_000,
         clock: Callable[[], float] = time.time,
+        alarms: AlarmShell | None = None,
+        commands: bool = False,
     ) -> None:
         self.engine = engine
         self.host, self.port = host, port
@@ -89,17 +101,38 @@ class EngineService:
         self.username, self.password = username, password
         self.max_batch = max_batch
         self.clock = clock
+        self.alarms = alarms
+        self.commands = commands
         self.stats = ServiceStats()
         self._queue: deque[tuple[str, bytes, float]] = deque()
+        self._control: deque[tuple[str, bytes]] = deque()  # commands and actuator states
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
         self.on_tick: Callable[[TickResult], None] | None = None
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Connect (and reconnect) and process until :meth:`stop`."""
+        """Tick, connect (and reconnect) until :meth:`stop`; a failure of either loop ends
+        the service with that error."""
+        if self.alarms is not None:
+            await self.alarms.link(None, self.clock(), False)  # down until the first connect
+        tasks = {asyncio.create_task(self._tick_loop()), asyncio.create_task(self._connect_loop())}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def _connect_loop(self) -> None:
         delay = 0.5
         while not self._stopping.is_set():
             try:
@@ -125,38 +158,54 @@ class EngineService:
         ) as client:
             for sub in SUBSCRIPTIONS:
                 await client.subscribe(sub.topic_filter, qos=sub.qos)
+            if self.alarms is not None:
+                await client.subscribe(ACTUATOR_STATES, qos=1)
+            if self.commands:
+                await client.subscribe(topics.COMMAND, qos=1)
             await client.publish(STATUS_TOPIC, b'{"state":"online"}', qos=1, retain=True)
             self.stats.connects += 1
+            self._client = client
             self.connected.set()
-            receiver = asyncio.create_task(self._receive(client))
-            ticker = asyncio.create_task(self._tick_loop(client))
-            stopper = asyncio.create_task(self._stopping.wait())
-            done, pending = await asyncio.wait(
-                {receiver, ticker, stopper}, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if self._stopping.is_set():
-                await client.publish(STATUS_TOPIC, b'{"state":"offline"}', qos=1, retain=True)
-            for task in done:
-                exc = task.exception()
-                if exc is not None:
-                    raise exc
+            try:
+                if self.alarms is not None:
+                    await self.alarms.link(client, self.clock(), True)
+                receiver = asyncio.create_task(self._receive(client))
+                stopper = asyncio.create_task(self._stopping.wait())
+                done, pending = await asyncio.wait(
+                    {receiver, stopper}, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in pending:
+                    task.cancel()
+                for task in pending:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                if self._stopping.is_set():
+                    await client.publish(STATUS_TOPIC, b'{"state":"offline"}', qos=1, retain=True)
+                for task in done:
+                    exc = task.exception()
+                    if exc is not None:
+                        raise exc
+            finally:
+                self._client = None
+                self.connected.clear()
+                if self.alarms is not None:
+                    await self.alarms.link(None, self.clock(), False)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload).encode()
+            topic = message.topic.value
+            if topic.startswith(CONTROL_PREFIXES):
+                self._control.append((topic, data))
+                continue
             if len(self._queue) >= MAX_QUEUE:
                 self._queue.popleft()
                 self.stats.dropped_queue_full += 1
-            self._queue.append((message.topic.value, data, self.clock()))
+            self._queue.append((topic, data, self.clock()))
             self.stats.received += 1
 
-    async def _tick_loop(self, client: aiomqtt.Client) -> None:
+    async def _tick_loop(self) -> None:
         tick = self.engine.params.tick_s
         loop = asyncio.get_running_loop()
         next_t = loop.time()
@@ -166,17 +215,38 @@ class EngineService:
             await asyncio.sleep(max(0.0, next_t - loop.time()))
             if loop.time() - next_t > tick:  # fell behind: do not try to catch up tick by tick
                 next_t = loop.time()
-            result = self.process(self.clock())
-            if len(result.located):
-                await client.publish(POSITIONS_TOPIC, positions_payload(self.engine, result))
-            if loop.time() >= next_health:
-                next_health = loop.time() + HEALTH_INTERVAL_S
-                await client.publish(HEALTH_TOPIC, self.health_payload(), retain=True)
+            now = self.clock()
+            result = self.process(now)
+            client = self._client
+            try:
+                if self.alarms is not None:
+                    await self.alarms.retry(now)
+                    await self.alarms.after_tick(client, now, result, self.engine.decoder.counters)
+                    await self._handle_control(client)
+                if client is None:
+                    continue
+                if len(result.located):
+                    await client.publish(POSITIONS_TOPIC, positions_payload(self.engine, result))
+                if loop.time() >= next_health:
+                    next_health = loop.time() + HEALTH_INTERVAL_S
+                    await client.publish(HEALTH_TOPIC, self.health_payload(), retain=True)
+            except aiomqtt.MqttError as exc:  # the session notices and reconnects
+                _LOG.debug("publish failed during a tick: %s", exc)
+
+    async def _handle_control(self, client: aiomqtt.Client | None) -> None:
+        assert self.alarms is not None
+        while self._control:
+            topic, data = self._control.popleft()
+            if topic == topics.COMMAND:
+                if client is not None:
+                    await self.alarms.mqtt_command(client, data)
+            else:
+                await self.alarms.door_report(client, topic, data)
 
     def health_payload(self) -> bytes:
         """Decoder counters, service counters, tick time and the unknown tags (technicians)."""
         c = self.engine.decoder.counters
-        body = {
+        body: dict[str, object] = {
             "t": round(self.clock(), 3),
             "decoder": c.summary(),
             "received": self.stats.received,
@@ -187,6 +257,8 @@ class EngineService:
                 for u in c.unknown_tags()[:50]
             ],
         }
+        if self.alarms is not None:
+            body["alarms"] = vars(self.alarms.stats)
         return json.dumps(body, separators=(",", ":")).encode()
 
     def process(self, now: float) -> TickResult:

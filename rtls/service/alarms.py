@@ -1,0 +1,191 @@
+"""The alarm desk's I/O shell: commit to SQLite, then announce on MQTT (docs/mqtt.md).
+
+Every :class:`rtls.desk.DeskOutput` is committed to the :class:`AlarmStore` in one transaction
+*before* anything of it is published: alarm events (``rtls/v1/alarms/events``, QoS 1), each open
+alarm's retained state (``rtls/v1/alarms/state/<id>``, emptied when it closes), actuator
+commands and badge downlinks. While the broker is away outputs wait in memory (already on disk)
+and go out, in order, on reconnection, followed by the full retained state.
+
+If the store fails (disk full, database locked) the output is kept and the commit retried on
+every tick; the alarm is still announced, because it must reach a person (the error is logged
+and counted in ``stats.store_errors``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiomqtt
+
+from rtls import topics
+from rtls.actuators import ActuatorError, parse_state
+from rtls.desk import Desk, DeskOutput
+from rtls.engine import TickResult
+from rtls.errors import RtlsError
+from rtls.service.store import AlarmStore, StoreError
+from rtls.supervision import HeardLike
+
+_LOG = logging.getLogger(__name__)
+MAX_UNANNOUNCED = 100_000
+
+
+class Publisher(Protocol):
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+    ) -> None: ...
+
+
+@dataclass
+class AlarmStats:
+    committed: int = 0
+    announced: int = 0
+    store_errors: int = 0
+    commands: int = 0
+    commands_refused: int = 0
+    bad_state_reports: int = 0
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+class AlarmShell:
+    """Runs a :class:`Desk` against a store and (when connected) a broker."""
+
+    def __init__(self, desk: Desk, store: AlarmStore, *, clock: Callable[[], float]) -> None:
+        self.desk = desk
+        self.store = store
+        self.clock = clock
+        self.stats = AlarmStats()
+        self._uncommitted: deque[DeskOutput] = deque()
+        self._unannounced: deque[DeskOutput] = deque(maxlen=MAX_UNANNOUNCED)
+        self.site_id = desk.site.model.site.id
+
+    async def restore(self) -> int:
+        """Load what the store kept (after a restart); returns the number of open alarms."""
+        snap = await self.store.load()
+        self.desk.restore(snap.alarms, snap.next_id, snap.held, snap.ward)
+        return len(snap.alarms)
+
+    # -- engine side -------------------------------------------------------------------------
+    async def after_tick(
+        self, pub: Publisher | None, now: float, tick: TickResult | None, heard: HeardLike | None
+    ) -> DeskOutput:
+        out = self.desk.step(now, tick, heard)
+        await self.settle(pub, out, now)
+        return out
+
+    async def link(self, pub: Publisher | None, now: float, up: bool) -> None:
+        """The broker link changed; on ``up`` the waiting outputs and the retained state go
+        out."""
+        await self.settle(pub if up else None, self.desk.link(now, up), now)
+        if up and pub is not None:
+            await self.flush(pub)
+            for a in self.desk.book.active():
+                await pub.publish(topics.alarm_state(a.id), _dumps(a.as_dict()), qos=1,
+                                  retain=True)  # fmt: skip
+
+    async def door_report(self, pub: Publisher | None, topic: str, payload: bytes) -> None:
+        """A door / elevator controller's retained state message."""
+        now = self.clock()
+        try:
+            report = parse_state(topic, payload)
+            out = self.desk.door_report(report.target, report.state, now)
+        except ActuatorError as exc:
+            self.stats.bad_state_reports += 1
+            _LOG.warning("actuator state report dropped: %s", exc)
+            return
+        await self.settle(pub, out, now)
+
+    # -- operators ---------------------------------------------------------------------------
+    async def command(
+        self, pub: Publisher | None, name: str, args: Mapping[str, Any], user: str
+    ) -> dict[str, Any]:
+        """Run an operator command; returns the reply ``{"ok": true, ...}`` or ``{"ok": false,
+        "error": message}``. The reply is given only after the commit."""
+        now = self.clock()
+        self.stats.commands += 1
+        try:
+            out = self.desk.command(name, args, user, now)
+        except RtlsError as exc:
+            self.stats.commands_refused += 1
+            return {"ok": False, "error": str(exc)}
+        await self.settle(pub, out, now)
+        return {"ok": True, **out.reply}
+
+    async def mqtt_command(self, pub: Publisher, payload: bytes) -> None:
+        """A command on ``rtls/v1/command`` (JSON ``{"id", "client", "user", "command",
+        "args"}``); the reply goes to ``rtls/v1/command/reply/<client>``."""
+        try:
+            body = json.loads(payload)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+            client = str(body.get("client") or "anonymous")
+            req_id = body.get("id")
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.stats.commands_refused += 1
+            _LOG.warning("malformed command dropped: %s", exc)
+            return
+        args = body.get("args") or {}
+        if not isinstance(args, dict):
+            reply: dict[str, Any] = {"ok": False, "error": "args must be an object"}
+        else:
+            reply = await self.command(pub, str(body.get("command", "")), args,
+                                       str(body.get("user") or ""))  # fmt: skip
+        reply["id"] = req_id
+        await pub.publish(topics.COMMAND_REPLY.format(client=client), _dumps(reply), qos=1)
+
+    # -- commit, then announce -------------------------------------------------------------------
+    async def settle(self, pub: Publisher | None, out: DeskOutput, now: float) -> None:
+        if out.empty:
+            return
+        self._uncommitted.append(out)
+        await self._commit_pending(now)
+        self._unannounced.append(out)
+        if pub is not None:
+            await self.flush(pub)
+
+    async def _commit_pending(self, now: float) -> None:
+        while self._uncommitted:
+            out = self._uncommitted[0]
+            try:
+                await self.store.commit(out.transitions, book=self.desk.book, events=out.events,
+                                        ward=out.documents or None, now=now)  # fmt: skip
+            except StoreError as exc:
+                self.stats.store_errors += 1
+                _LOG.error("alarm store: %s; kept in memory, retried on the next tick", exc)
+                return
+            self._uncommitted.popleft()
+            self.stats.committed += 1
+
+    async def retry(self, now: float) -> None:
+        """Retry commits that failed (called every tick)."""
+        if self._uncommitted:
+            await self._commit_pending(now)
+
+    async def flush(self, pub: Publisher) -> None:
+        """Publish what waits, oldest first; stops (keeping the rest) if the link drops."""
+        while self._unannounced:
+            out = self._unannounced[0]
+            try:
+                await self._announce(pub, out)
+            except aiomqtt.MqttError as exc:
+                _LOG.warning("announcing alarms failed, kept for the next connection: %s", exc)
+                return
+            self._unannounced.popleft()
+            self.stats.announced += 1
+
+    async def _announce(self, pub: Publisher, out: DeskOutput) -> None:
+        for tr in out.transitions:
+            await pub.publish(topics.ALARM_EVENTS, _dumps(tr.as_dict()), qos=1)
+            state = _dumps(tr.alarm.as_dict()) if tr.alarm.open else b""
+            await pub.publish(topics.alarm_state(tr.alarm_id), state, qos=1, retain=True)
+        for cmd in out.commands:
+            await pub.publish(cmd.topic, cmd.payload(self.site_id), qos=1)
+        for dl in out.downlinks:
+            await pub.publish(topics.downlink(dl.tag), _dumps(dl.as_dict()), qos=1)
