@@ -65,6 +65,7 @@ class AlarmShell:
         self._uncommitted: deque[DeskOutput] = deque()
         self._unannounced: deque[DeskOutput] = deque(maxlen=MAX_UNANNOUNCED)
         self.site_id = desk.site.model.site.id
+        self.on_commit: Callable[[DeskOutput], None] | None = None  # e.g. the demo's printout
 
     async def restore(self) -> int:
         """Load what the store kept (after a restart); returns the number of open alarms."""
@@ -146,6 +147,8 @@ class AlarmShell:
             return
         self._uncommitted.append(out)
         await self._commit_pending(now)
+        if self.on_commit is not None:
+            self.on_commit(out)
         self._unannounced.append(out)
         if pub is not None:
             await self.flush(pub)

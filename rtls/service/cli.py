@@ -203,7 +203,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         run += ["--duration", str(args.duration)]
     if args.broker:
         host, _, port = args.broker.rpartition(":")
-        with _engine_in_background(host, int(port)):
+        with (
+            tempfile.TemporaryDirectory(prefix="rtls-demo-") as tmp,
+            _engine_in_background(host, int(port), Path(tmp)),
+        ):
             return gateways_main([*run, "--broker", args.broker])
     if find_mosquitto() is None:
         print(
@@ -220,24 +223,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  (engine positions: -t rtls/v1/engine/positions)\n",
             flush=True,
         )
-        with _engine_in_background(broker.host, broker.port):
+        with _engine_in_background(broker.host, broker.port, Path(workdir.name)):
             return gateways_main([*run, "--broker", f"{broker.host}:{broker.port}"])
 
 
 @contextlib.contextmanager
-def _engine_in_background(host: str, port: int) -> Iterator[None]:
-    """The location engine in a thread of its own, printing a summary every 10 s."""
+def _engine_in_background(host: str, port: int, workdir: Path) -> Iterator[None]:
+    """The engine with its alarm desk (store in ``workdir``, every infant admitted and paired)
+    in a thread of its own, printing each alarm change and a summary every 10 s."""
     import asyncio
     import threading
 
-    from rtls.engine import Engine, TickResult
-    from rtls.service.engine import EngineService
+    from rtls.desk import DeskOutput
+    from rtls.engine import TickResult
 
-    engine = Engine(load_site())
-    service = EngineService(engine, host, port, client_id="rtls-demo-engine")
+    site = load_site()
+    db = workdir / "alarms.db"
     last = [0.0]
+    holder: list[EngineService] = []
 
     def summary(result: TickResult) -> None:
+        engine = holder[0].engine
         if result.t - last[0] < 10.0 or not engine.observations:
             return
         last[0] = result.t
@@ -252,14 +258,31 @@ def _engine_in_background(host: str, port: int) -> Iterator[None]:
             flush=True,
         )
 
-    service.on_tick = summary
+    def alarms(out: DeskOutput) -> None:
+        for tr in out.transitions:
+            a = tr.alarm
+            where = a.location.zone or a.location.floor or "unknown place"
+            print(f"  ALARM {tr.action:11s} #{a.id} {a.type.value} {a.subject} "
+                  f"({a.priority.label}, {a.state.value}) at {where}", flush=True)  # fmt: skip
+
+    def ready(service: EngineService) -> None:
+        holder.append(service)
+        service.on_tick = summary
+        if service.alarms is not None:
+            service.alarms.on_commit = alarms
+
+    print(f"rtls demo: engine with alarms; store {db} (rtls audit verify --db {db})", flush=True)
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(service.run(),), daemon=True)
+    task = loop.create_task(run_engine(site, host, port, db=db, admit_all=True, ready=ready))
+    thread = threading.Thread(target=loop.run_until_complete, args=(task,), daemon=True)
     thread.start()
     try:
         yield
     finally:
-        loop.call_soon_threadsafe(service.stop)
+        if holder:
+            loop.call_soon_threadsafe(holder[0].stop)  # a clean stop: offline status, store closed
+        else:
+            loop.call_soon_threadsafe(task.cancel)
         thread.join(timeout=10)
 
 

@@ -82,7 +82,7 @@ def test_simulate_against_broker_as_a_process(mosquitto: MosquittoBroker) -> Non
 def test_demo_starts_its_own_broker(mosquitto: MosquittoBroker) -> None:
     # `mosquitto` only guarantees the binary is there (or skips/fails per the CI rule)
     proc = subprocess.run(
-        [sys.executable, "-m", "rtls.service.cli", "demo", "--duration", "2", "--speed", "4"],
+        [sys.executable, "-m", "rtls.service.cli", "demo", "--duration", "20", "--speed", "5"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -90,3 +90,5 @@ def test_demo_starts_its_own_broker(mosquitto: MosquittoBroker) -> None:
     assert "mosquitto_sub -p" in proc.stdout
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["formats"]["native"]["messages"] > 0
+    # the ward_incidents scenario cuts B07's strap at 15 s: the engine raises it
+    assert "ALARM raise" in proc.stdout and "tamper B07" in proc.stdout, proc.stdout
