@@ -9,11 +9,16 @@ engine is fed the MQTT messages exactly as the live service feeds it
 engine's zone (``TickResult.zone``: membership with hysteresis and dwell) is compared with the
 true zone, the smallest zone holding the true position (what ``TickResult.zone`` reports for a
 correct position), and with a baseline: the smallest zone holding the tag's latest single-shot
-fix, without hysteresis.
+fix, without hysteresis. An answer is *wrong* when the tag is not in the zone it names; naming
+an enclosing zone (the ward for a tag in a room) is right but coarse, so :func:`score` also
+counts how often the answer is the true (smallest) zone. The time the engine spends in its
+locator and in its zone filter is measured per tick (:class:`StageTimes`).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,18 +65,35 @@ def scenario_events(
     return walkers, events
 
 
+@dataclass
+class StageTimes:
+    """Seconds one engine spent over a run: ``locate`` (its locator: window snapshot, grid
+    start, solve), ``zones`` (with the room filter: its evidence, door placement and the
+    membership update; without: the position membership update), over ``ticks`` ticks."""
+
+    locate: float = 0.0
+    zones: float = 0.0
+    ticks: int = 0
+
+    def per_tick_ms(self, stage: str) -> float:
+        return 1e3 * float(getattr(self, stage)) / max(1, self.ticks)
+
+
 @dataclass(frozen=True)
 class ZoneRun:
     """Zones every tick (K,) of the walkers (W,): ``true`` (K, W) smallest true zone (-1:
-    none), ``engine`` (K, W) the engine's zone, ``engine_known`` (K, W) its position known,
+    none), ``true_in`` (K, W, Z) the zones holding the true position, ``engine`` (K, W) the
+    engine's zone (``TickResult.zone``, -1: none), ``engine_known`` (K, W) its position known,
     ``fix`` (K, W) the zone of the latest single-shot fix (-1: none), ``fix_known`` (K, W)
     that fix known; zone values are columns of the engine's ZoneIndex (site.zones order).
     Positions: ``true_xy`` (K, W, 2) on ``true_floor`` (K, W), the engine's ``engine_xy``
-    (K, W, 2) on ``engine_floor`` (K, W)."""
+    (K, W, 2) on ``engine_floor`` (K, W). ``others``: the zones (K, W) of the comparison
+    engines fed the same messages; ``times`` / ``other_times`` what each engine spent."""
 
     t: FloatArray
     walkers: tuple[str, ...]
     true: IntArray
+    true_in: BoolArray
     engine: IntArray
     engine_known: BoolArray
     fix: IntArray
@@ -80,6 +102,37 @@ class ZoneRun:
     true_floor: IntArray
     engine_xy: FloatArray
     engine_floor: IntArray
+    others: dict[str, IntArray]
+    times: StageTimes
+    other_times: dict[str, StageTimes]
+
+
+def _timed(fn: Callable[..., Any], times: StageTimes, stage: str) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            setattr(times, stage, getattr(times, stage) + time.perf_counter() - t0)
+
+    return wrapper
+
+
+def _instrumented(site: Site, params: EngineParams | None) -> tuple[Engine, StageTimes]:
+    """An engine whose locator and zone stages add their time to a StageTimes."""
+    engine = Engine(site, params)
+    times = StageTimes()
+    engine._locate = _timed(engine._locate, times, "locate")  # type: ignore[method-assign]
+    if engine.rooms is not None:
+        engine._update_rooms = _timed(  # type: ignore[method-assign]
+            engine._update_rooms, times, "zones"
+        )
+        for name in ("place", "update_membership"):
+            setattr(engine.rooms, name, _timed(getattr(engine.rooms, name), times, "zones"))
+    else:
+        m = engine.membership
+        m.update = _timed(m.update, times, "zones")  # type: ignore[method-assign]
+    return engine, times
 
 
 def run_door_walks(
@@ -89,8 +142,10 @@ def run_door_walks(
     seed: int,
     radio: RadioParams | None = None,
     params: EngineParams | None = None,
+    compare: Mapping[str, EngineParams] | None = None,
 ) -> ZoneRun:
-    """Play the walks for ``duration_s`` (``radio`` overrides the site's radio model)."""
+    """Play the walks for ``duration_s`` (``radio`` overrides the site's radio model) through
+    an engine with ``params`` and, on the same messages, one engine per ``compare`` entry."""
     rng = np.random.default_rng(seed)
     walkers, events = scenario_events(site, duration_s - 5.0, rng)
     scenario = scenario_from_mapping(
@@ -100,7 +155,8 @@ def run_door_walks(
         site=site,
     )  # fmt: skip
     world = World(scenario, radio=radio)
-    engine = Engine(site, params)
+    engine, times = _instrumented(site, params)
+    extra = {name: _instrumented(site, p) for name, p in (compare or {}).items()}
     tick = engine.params.tick_s
     zones = engine.zones
     rows = np.array([i for i, t in enumerate(site.tags) if t.id in set(walkers)], dtype=np.intp)
@@ -108,24 +164,33 @@ def run_door_walks(
     fix_zone = np.full(n_tags, -1, dtype=np.int64)
     fix_known = np.zeros(n_tags, dtype=bool)
     ts, true, eng, eng_known, fz, fk = [], [], [], [], [], []
-    true_xy, true_floor, eng_xy, eng_floor = [], [], [], []
+    true_xy, true_floor, eng_xy, eng_floor, true_in = [], [], [], [], []
+    others: dict[str, list[IntArray]] = {name: [] for name in extra}
     t, k = 0.0, 0
     while t < duration_s:
         k += 1
         t = k * tick
         now = world.epoch + t
-        for routed in world.step(t).messages:
+        messages = world.step(t).messages
+        for routed in messages:
             engine.ingest_message(routed.msg.topic, routed.msg.payload, now)
         result = engine.tick(now)
+        times.ticks += 1
+        for name, (other, other_times) in extra.items():
+            for routed in messages:
+                other.ingest_message(routed.msg.topic, routed.msg.payload, now)
+            others[name].append(other.tick(now).zone[rows])
+            other_times.ticks += 1
         if result.fix is not None and len(result.located):
             f = result.fix
             inside = zones.contains(f.xy, np.maximum(f.floor, 0))
             fix_zone[result.located] = np.where(f.floor >= 0, zones.smallest(inside), -1)
             fix_known[result.located] = f.known
         p = world.motion.positions(t)
-        truth = zones.smallest(zones.contains(p.xyz[rows, :2], p.floor[rows]))
+        holds = zones.contains(p.xyz[rows, :2], p.floor[rows])
+        true_in.append(holds)
         ts.append(t)
-        true.append(truth)
+        true.append(zones.smallest(holds))
         eng.append(result.zone[rows])
         eng_known.append(result.estimate.known[rows])
         fz.append(fix_zone[rows])
@@ -139,6 +204,7 @@ def run_door_walks(
         np.array(ts),
         tuple(site.tags[i].id for i in rows),
         np.array(true, dtype=np.int64),
+        np.array(true_in, dtype=bool).reshape(k, w, len(zones)),
         np.array(eng, dtype=np.int64),
         np.array(eng_known, dtype=bool),
         np.array(fz, dtype=np.int64),
@@ -147,16 +213,25 @@ def run_door_walks(
         np.array(true_floor, dtype=np.int64).reshape(k, w),
         np.array(eng_xy, dtype=np.float64).reshape(k, w, 2),
         np.array(eng_floor, dtype=np.int64).reshape(k, w),
+        {name: np.array(z, dtype=np.int64).reshape(k, w) for name, z in others.items()},
+        times,
+        {name: tt for name, (_, tt) in extra.items()},
     )
 
 
 @dataclass(frozen=True)
 class ZoneScore:
-    """Over the evaluated samples: ``wrong`` fraction known and in another zone than the
-    truth, ``unknown`` fraction with the position unknown, ``samples`` how many."""
+    """Over the evaluated samples, the fractions where the answer (a zone, or none) was:
+    ``wrong`` a zone the tag is not in; ``room`` the true zone (the smallest holding the tag);
+    ``coarse`` a zone holding the tag but larger than the true one (the ward); ``none`` no zone
+    (unknown); ``not_true`` anything but the true zone while answering (the earlier metric,
+    which counted coarse answers as wrong). ``samples``: how many."""
 
     wrong: float
-    unknown: float
+    room: float
+    coarse: float
+    none: float
+    not_true: float
     samples: int
 
 
@@ -170,13 +245,27 @@ def evaluated(run: ZoneRun, *, grace_s: float, warmup_s: float) -> BoolArray:
     return np.asarray((run.t[:, None] - last >= grace_s) & (run.t[:, None] >= warmup_s))
 
 
-def score(zone: IntArray, known: BoolArray, true: IntArray, mask: BoolArray) -> ZoneScore:
-    """Wrong-zone and unknown fractions of ``zone`` (K, W) against ``true`` over ``mask``."""
+def score(zone: IntArray, true: IntArray, true_in: BoolArray, mask: BoolArray) -> ZoneScore:
+    """Score answers ``zone`` (K, W) (-1: none) against the true smallest zone ``true`` (K, W)
+    and the zones holding the tag ``true_in`` (K, W, Z), over ``mask`` (K, W)."""
     n = int(mask.sum())
     if n == 0:
-        return ZoneScore(float("nan"), float("nan"), 0)
-    wrong = known & (zone != true)
-    return ZoneScore(float(wrong[mask].mean()), float((~known)[mask].mean()), n)
+        nan = float("nan")
+        return ZoneScore(nan, nan, nan, nan, nan, 0)
+    answered = zone >= 0
+    holds = np.take_along_axis(true_in, np.maximum(zone, 0)[..., None], axis=2)[..., 0]
+    right = zone == true
+    wrong = answered & ~holds & ~right
+    coarse = answered & holds & ~right
+    m = mask
+    return ZoneScore(
+        float(wrong[m].mean()),
+        float((right & (answered | (true < 0)))[m].mean()),
+        float(coarse[m].mean()),
+        float((~answered & (true >= 0))[m].mean()),
+        float((answered & ~right)[m].mean()),
+        n,
+    )
 
 
 def without_walls(data: dict[str, Any]) -> dict[str, Any]:

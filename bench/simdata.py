@@ -320,9 +320,11 @@ def _walkable_point(
 class WalkRun:
     """Engine output on walks, every tick after the warm-up.
 
-    t (K,); truth (K, N, 2); tracked (K, N, 2), tracked_floor (K, N) and tracked_known (K, N)
-    from ``TickResult.estimate``; the single-shot fixes of the same run (``TickResult.fix``) as
-    fix_t (M,), fix_tag (M,), fix_xy (M, 2), fix_floor (M,), fix_known (M,), fix_truth (M, 2).
+    t (K,); truth (K, N, 2); tracked (K, N, 2), tracked_floor (K, N), tracked_known (K, N)
+    and tracked_uncertainty (K, N) from ``TickResult.estimate``; the single-shot fixes of the
+    same run (``TickResult.fix``) as fix_t (M,), fix_tag (M,), fix_xy (M, 2), fix_floor (M,),
+    fix_known (M,), fix_truth (M, 2); held (K, N, 2) each tag's latest known fix at each tick
+    (NaN before its first), what a display of the fixes alone would show.
     """
 
     t: FloatArray
@@ -330,12 +332,14 @@ class WalkRun:
     tracked: FloatArray
     tracked_floor: IntArray
     tracked_known: BoolArray
+    tracked_uncertainty: FloatArray
     fix_t: FloatArray
     fix_tag: IntArray
     fix_xy: FloatArray
     fix_floor: IntArray
     fix_known: BoolArray
     fix_truth: FloatArray
+    held: FloatArray
 
 
 def run_walks(
@@ -358,8 +362,9 @@ def run_walks(
     n = walks.floor.shape[0]
     everyone = np.arange(n)
     phase = rng.uniform(0.0, interval_s, size=(n,))
-    ts, truth, tracked, t_floor, known = [], [], [], [], []
+    ts, truth, tracked, t_floor, known, unc, held = [], [], [], [], [], [], []
     f_t, f_tag, f_xy, f_floor, f_known, f_truth = [], [], [], [], [], []
+    latest = np.full((n, 2), np.nan)
     now, k = 0.0, 0
     while now < duration_s:
         k += 1
@@ -368,6 +373,9 @@ def run_walks(
         where = walks.positions(times, tags)
         engine.ingest_observations(observe(ch, site, tags, times, where, walks.floor[tags]))
         result = engine.tick(now)
+        if result.fix is not None and len(result.located):
+            ok = result.fix.known
+            latest[result.located[ok]] = result.fix.xy[ok]
         if now < warmup_s:
             continue
         true_now = walks.positions(np.full(n, now), everyone)
@@ -376,6 +384,8 @@ def run_walks(
         tracked.append(result.estimate.xy.copy())
         t_floor.append(result.estimate.floor.copy())
         known.append(result.estimate.known.copy())
+        unc.append(result.estimate.uncertainty.copy())
+        held.append(latest.copy())
         if result.fix is not None and len(result.located):
             f_t.append(np.full(len(result.located), now))
             f_tag.append(result.located)
@@ -389,10 +399,12 @@ def run_walks(
         np.array(tracked).reshape(-1, n, 2),
         np.array(t_floor, dtype=np.intp).reshape(-1, n),
         np.array(known, dtype=bool).reshape(-1, n),
+        np.array(unc).reshape(-1, n),
         np.concatenate(f_t) if f_t else np.zeros(0),
         np.concatenate(f_tag).astype(np.intp) if f_tag else np.zeros(0, np.intp),
         np.vstack(f_xy) if f_xy else np.zeros((0, 2)),
         np.concatenate(f_floor).astype(np.intp) if f_floor else np.zeros(0, np.intp),
         np.concatenate(f_known) if f_known else np.zeros(0, bool),
         np.vstack(f_truth) if f_truth else np.zeros((0, 2)),
+        np.array(held).reshape(-1, n, 2),
     )

@@ -22,8 +22,10 @@ from rtls.errors import ConfigError
 from rtls.geometry import points_in_polygon
 from rtls.locate import Anchors, Fix, Locator, LocatorParams, choose_floor, link_variance
 from rtls.observations import Observations
+from rtls.rooms import RoomFilter, RoomParams
 from rtls.site import Site
 from rtls.track import Tracker, TrackEstimate, TrackParams
+from rtls.walkable import WalkableArea, WalkableParams
 from rtls.walls import WallLossMaps, site_walls
 from rtls.window import RssiWindow
 from rtls.zones import DoorIndex, Hysteresis, Transitions, ZoneIndex, ZoneMembership, place_at_door
@@ -34,12 +36,15 @@ class EngineParams:
     """Engine settings; the defaults are documented in docs/engine.md."""
 
     tick_s: float = 0.25  # issue 3: at most 250 ms
-    window_tau_s: float = 3.0
+    window_tau_s: float = 1.5  # fading; the tracker smooths over time (docs/locator.md)
     window_horizon_s: float = 8.0
     locator: LocatorParams = field(default_factory=LocatorParams)
     tracker: TrackParams = field(default_factory=TrackParams)
     hysteresis: Hysteresis = field(default_factory=Hysteresis)
     wall_model: bool = True  # add the site's wall losses back before the fit
+    rooms: RoomParams = field(default_factory=RoomParams)  # room filter, docs/zones.md
+    # tracks kept in the walkable area (floor outlines minus walls); None: off
+    walkable: WalkableParams | None = field(default_factory=WalkableParams)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tick_s <= 5.0:
@@ -79,11 +84,19 @@ class Engine:
         self.window = RssiWindow(n_tags, n_gw, tau_s=p.window_tau_s, horizon_s=p.window_horizon_s)
         self.anchors = Anchors.from_site(site)
         self.locator = Locator(self.anchors, p.locator)
-        self.tracker = Tracker(n_tags, p.tracker)
+        self.walkable = WalkableArea.from_site(site, p.walkable) if p.walkable else None
+        self.tracker = Tracker(
+            n_tags, p.tracker, constraint=self.walkable.project if self.walkable else None
+        )
         self.zones = ZoneIndex.from_site(site)
         self.membership = ZoneMembership.from_site(site, self.zones, p.hysteresis)
         self.doors = DoorIndex.from_site(site, self.zones)
         self.walls = wall_maps(site) if p.wall_model else None
+        self.rooms: RoomFilter | None = None  # zones from room probabilities (rtls.rooms)
+        if p.rooms.enabled and len(self.zones):
+            self.rooms = RoomFilter.for_site(
+                site, self.zones, self.anchors, p.rooms, walls=self.walls, locator=p.locator
+            )
         self._grids: dict[int, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
         self._reads: list[NDArray[np.void]] = []
         self._telemetry: list[NDArray[np.void]] = []  # handed to the rules each tick
@@ -120,6 +133,8 @@ class Engine:
         """Observations (OBS_DTYPE) with valid gateway and tag indices."""
         self.window.add(obs)
         self.observations += len(obs)
+        if self.rooms is not None:
+            self.rooms.add(obs)
 
     def ingest_reads(self, reads: NDArray[np.void]) -> None:
         """Door reads (READ_DTYPE: t, reader, tag, rssi)."""
@@ -133,6 +148,8 @@ class Engine:
         if len(tags):
             fix = self._locate(now, tags)
             self.tracker.update(now, fix, tags)
+            if self.rooms is not None:
+                self._update_rooms(now, tags, fix.floor)
         door_transitions = None
         reads = EMPTY_READS
         if self._reads:
@@ -140,19 +157,30 @@ class Engine:
             self._reads.clear()
             door = place_at_door(self.doors, reads["reader"], reads["tag"], reads["t"])
             self._place(now, door.tag, door.xy, door.floor, door.uncertainty)
+            if self.rooms is not None:
+                self.rooms.place(now, door.tag, door.xy, door.floor, door.uncertainty, door.zones)
             door_transitions = self.membership.enter_at_door(door)
         est = self.tracker.estimate(now)
-        transitions = self.membership.update(now, est.xy, est.floor, est.known, est.uncertainty)
+        if self.rooms is None:
+            transitions = self.membership.update(now, est.xy, est.floor, est.known, est.uncertainty)
+        else:
+            transitions = self.rooms.update_membership(now, self.membership)
         if door_transitions is not None:
             transitions = _merge(door_transitions, transitions)
-        zone = self.zones.smallest(self.membership.inside)
-        zone = np.where(est.known, zone, -1)
+        inside = self.membership.inside
+        zone = self.zones.smallest(inside if self.rooms is None else self.rooms.named(inside))
+        zone = np.where(self.membership.known, zone, -1)
         self.last_tick = now
         telemetry = np.concatenate(self._telemetry) if self._telemetry else EMPTY_TELEMETRY
         status = tuple(self._status)
         self._telemetry.clear()
         self._status.clear()
         return TickResult(now, est, zone, transitions, tags, fix, telemetry, reads, status)
+
+    def _update_rooms(self, now: float, tags: NDArray[np.intp], floor: NDArray[np.intp]) -> None:
+        """Evidence for the room filter: what was heard of ``tags`` on their chosen floors."""
+        assert self.rooms is not None
+        self.rooms.evidence(now, tags, floor, self.window)
 
     def _locate(self, now: float, tags: NDArray[np.intp]) -> Fix:
         """One vectorised fix of ``tags``.

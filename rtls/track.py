@@ -10,10 +10,17 @@ with its own covariance as the noise ``R``. A fix whose Mahalanobis distance
 ``max_rejections`` rejections in a row, or on a floor change, the track restarts at the fix. A
 track with no accepted fix for ``timeout_s`` is unknown. No Python loop over tags: predict and
 update work on 2×2 blocks of all tags at once. Shapes: ``N`` tags, ``M`` tags updated.
+
+An optional position constraint (the walkable area, :mod:`rtls.walkable`) is applied by
+estimate projection (Simon, "Kalman filtering with state constraints: a survey", IET Control
+Theory Appl. 4(8), 2010): a state whose position left the area is moved to the most probable
+state (weight ``P⁻¹``) on the boundary half-plane through the nearest walkable point, which
+corrects the velocity through its correlation with the position; the covariance is kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +32,8 @@ from rtls.locate import Fix
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
 BoolArray = NDArray[np.bool_]
+# nearest allowed position (K, 2) of positions (K, 2) on floors (K,), e.g. WalkableArea.project
+Constraint = Callable[[FloatArray, IntArray], FloatArray]
 
 
 class TrackError(RtlsError):
@@ -35,7 +44,7 @@ class TrackError(RtlsError):
 class TrackParams:
     """Tracker settings; values and sources in docs/locator.md."""
 
-    accel_psd: float = 0.5  # q, m²/s³: walking speed changes by ~sqrt(q dt) m/s per dt s
+    accel_psd: float = 1.0  # q, m²/s³: walking speed changes by ~sqrt(q dt) m/s per dt s
     gate_probability: float = 0.997  # chi-square (2 dof) gate: 99.7 % of true fixes pass
     max_rejections: int = 3  # consecutive gated-out fixes before the track restarts there
     timeout_s: float = 10.0  # no accepted fix for longer -> unknown
@@ -101,7 +110,8 @@ class UpdateResult:
 
 
 class Tracker:
-    """Kalman tracks of ``n_tags`` tags. ``timeout_s`` (N,) overrides the params per tag."""
+    """Kalman tracks of ``n_tags`` tags. ``timeout_s`` (N,) overrides the params per tag;
+    ``constraint`` (e.g. ``WalkableArea.project``) keeps positions in an allowed set."""
 
     def __init__(
         self,
@@ -109,6 +119,7 @@ class Tracker:
         params: TrackParams | None = None,
         *,
         timeout_s: ArrayLike | None = None,
+        constraint: Constraint | None = None,
     ) -> None:
         if n_tags < 0:
             raise ConfigError(f"n_tags must be >= 0, got {n_tags}")
@@ -120,6 +131,7 @@ class Tracker:
         self.floor = np.full(n_tags, -1, dtype=np.intp)
         self.last_fix_t = np.full(n_tags, -np.inf)
         self.rejections = np.zeros(n_tags, dtype=np.intp)
+        self.constraint = constraint
         if timeout_s is None:
             self.timeout_s = np.full(n_tags, self.params.timeout_s)
         else:
@@ -188,6 +200,7 @@ class Tracker:
         idx = self._tags(tags)
         x, P = self._predicted(idx, t)
         floor = self.floor[idx]
+        x = self._constrained(x, P, floor)
         known = (floor >= 0) & (t - self.last_fix_t[idx] <= self.timeout_s[idx])
         return TrackEstimate(
             t=t,
@@ -248,10 +261,12 @@ class Tracker:
         P0[:, 2, 2] = P0[:, 3, 3] = p.initial_speed_sigma**2
         x = np.where(started[:, None], x0, x)
         P = np.where(started[:, None, None], P0, P)
-        self.x[idx], self.P[idx] = x, P
         took = passes | started
+        floor = np.where(started, fix.floor, self.floor[idx])
+        x = np.where(took[:, None], self._constrained(x, P, floor), x)
+        self.x[idx], self.P[idx] = x, P
         self.t[idx] = np.where(took, t, self.t[idx])
-        self.floor[idx] = np.where(started, fix.floor, self.floor[idx])
+        self.floor[idx] = floor
         self.last_fix_t[idx] = np.where(took, t, self.last_fix_t[idx])
         self.rejections[idx] = np.where(took, 0, rejections)
         return UpdateResult(
@@ -260,6 +275,18 @@ class Tracker:
             started=np.asarray(started),
             ignored=np.asarray(ignored),
         )
+
+    def _constrained(self, x: FloatArray, P: FloatArray, floor: IntArray) -> FloatArray:
+        """States (M, 4) with their positions kept in the constraint set (if any)."""
+        if self.constraint is None or x.shape[0] == 0:
+            return x
+        fl = np.asarray(floor, dtype=np.intp)
+        target = self.constraint(x[:, 0:2], fl)
+        out = project_state(x, P, target)
+        # the projection lands on the boundary's tangent: a second, Euclidean, pass keeps it
+        # inside where the boundary bends (corners, door jambs)
+        out[:, 0:2] = self.constraint(out[:, 0:2], fl)
+        return out
 
     def reset(self, tags: ArrayLike | None = None) -> None:
         """Forget the tracks of ``tags`` (default all): they become unknown until a new fix."""
@@ -270,6 +297,31 @@ class Tracker:
         self.floor[idx] = -1
         self.last_fix_t[idx] = -np.inf
         self.rejections[idx] = 0
+
+
+def project_state(x: FloatArray, P: FloatArray, target: FloatArray) -> FloatArray:
+    """Estimate projection (Simon 2010) of states x (M, 4) with covariance P (M, 4, 4)
+    onto the half-planes ``n·p <= n·target`` (M, 2), ``n`` the unit vector from ``target`` to
+    the position p: for those outside, ``x - P Dᵀ (D P Dᵀ)⁻¹ (D x - n·target)`` with
+    ``D = [nᵀ 0]``, the state of least ``(x̃ - x)ᵀ P⁻¹ (x̃ - x)`` on the boundary line. Rows
+    with ``target`` equal to their position (or non-finite) are returned unchanged."""
+    out = np.array(x, dtype=np.float64, copy=True)
+    d = out[:, 0:2] - target
+    dist = np.hypot(d[:, 0], d[:, 1])
+    rows = np.flatnonzero(np.isfinite(dist) & (dist > 0))
+    if rows.size == 0:
+        return out
+    n = d[rows] / dist[rows, None]
+    pd = np.einsum("mij,mj->mi", P[rows][:, :, 0:2], n)  # P Dᵀ (M', 4)
+    dpd = np.einsum("mi,mi->m", n, pd[:, 0:2])  # D P Dᵀ
+    good = np.isfinite(dpd) & (dpd > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.where(good[:, None], pd * (dist[rows] / dpd)[:, None], 0.0)
+    out[rows] -= step
+    # a degenerate covariance (no spread along n): move the position alone
+    bad = rows[~good]
+    out[bad, 0:2] = target[bad]
+    return out
 
 
 def _inv2(S: FloatArray) -> FloatArray:

@@ -3,8 +3,10 @@
 Averaging in dB over a few packets removes most of the fast fading (independent per packet)
 while keeping up with a walking tag; the shadowing of a link is what remains, and that is what
 the locator's model expects (log-normal, DOMAIN.md). Each link keeps an exponentially decayed
-sum S and weight W with time constant ``tau_s``; a batch of observations is folded in with a
-sort and ``reduceat`` over flat link indices, so there is no Python loop per observation.
+sum S, weight W and squared weight W2 with time constant ``tau_s``; a batch of observations is
+folded in with a sort and ``reduceat`` over flat link indices, so there is no Python loop per
+observation. The window is short (engine default 1.5 s): it averages the fading of a few
+packets; smoothing a moving tag over time is the tracker's job (docs/locator.md).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ FloatArray = NDArray[np.float64]
 @dataclass(frozen=True)
 class Snapshot:
     """The window of some tags at ``now``: ``rssi`` (K, G) dBm, NaN where not heard within the
-    horizon; ``weight`` (K, G) effective number of packets behind each mean (0 where NaN)."""
+    horizon; ``weight`` (K, G) effective number of packets behind each mean, ``W² / W2`` (Kish's
+    effective sample size of a weighted mean), discounted by ``exp(-age / tau_s)`` with ``age``
+    the time since the link was last heard (0 where NaN)."""
 
     tags: NDArray[np.intp]
     rssi: FloatArray
@@ -48,6 +52,7 @@ class RssiWindow:
         shape = (n_tags, n_gateways)
         self._s = np.zeros(shape)  # decayed sum of rssi, referred to _ref
         self._w = np.zeros(shape)  # decayed weight, referred to _ref
+        self._w2 = np.zeros(shape)  # decayed sum of squared weights, referred to _ref
         self._ref = np.zeros(shape)  # time the link's sums are referred to
         self._last = np.full(shape, -np.inf)  # newest observation time per link
         self.changed = np.zeros(n_tags, dtype=bool)  # tags with observations since take_changed
@@ -67,11 +72,15 @@ class RssiWindow:
         touched = ls[starts]  # distinct links of this batch
         s_add = np.add.reduceat(w[order] * obs["rssi"][order], starts)
         w_add = np.add.reduceat(w[order], starts)
+        w2_add = np.add.reduceat(w[order] ** 2, starts)
         newest = np.maximum.reduceat(t[order], starts)
-        s, wt, ref, last = (a.reshape(-1) for a in (self._s, self._w, self._ref, self._last))
+        s, wt, w2, ref, last = (
+            a.reshape(-1) for a in (self._s, self._w, self._w2, self._ref, self._last)
+        )
         decay = np.exp(-np.maximum(t_ref - ref[touched], 0.0) / self.tau_s)
         s[touched] = s[touched] * decay + s_add
         wt[touched] = wt[touched] * decay + w_add
+        w2[touched] = w2[touched] * decay * decay + w2_add
         ref[touched] = t_ref
         last[touched] = np.maximum(last[touched], newest)
         self.changed[obs["tag"]] = True
@@ -91,11 +100,13 @@ class RssiWindow:
     def snapshot(self, now: float, tags: NDArray[np.intp] | None = None) -> Snapshot:
         """Smoothed RSSI of ``tags`` (default all) as seen at ``now``."""
         idx = np.arange(self.n_tags) if tags is None else np.asarray(tags, dtype=np.intp)
-        s, w, ref, last = self._s[idx], self._w[idx], self._ref[idx], self._last[idx]
-        fresh = (last >= now - self.horizon_s) & (w > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        s, w, w2, last = self._s[idx], self._w[idx], self._w2[idx], self._last[idx]
+        fresh = (last >= now - self.horizon_s) & (w > 0) & (w2 > 0)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             rssi = np.where(fresh, s / np.where(w > 0, w, 1.0), np.nan)
-        weight = np.where(fresh, w * np.exp(-np.maximum(now - ref, 0.0) / self.tau_s), 0.0)
+            n_eff = w * w / np.where(w2 > 0, w2, 1.0)
+            age = np.maximum(now - last, 0.0)
+            weight = np.where(fresh, n_eff * np.exp(-age / self.tau_s), 0.0)
         newest = last.max(axis=1) if self.n_gateways else np.full(len(idx), -np.inf)
         return Snapshot(idx, rssi, weight, newest)
 
@@ -103,4 +114,5 @@ class RssiWindow:
         """Drop the history of some tags (e.g. after a door read placed them elsewhere)."""
         self._s[tags] = 0.0
         self._w[tags] = 0.0
+        self._w2[tags] = 0.0
         self._last[tags] = -np.inf

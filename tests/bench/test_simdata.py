@@ -1,11 +1,12 @@
-"""Simulation helpers of the accuracy bench (bench/simdata.py, bench/doorwalks.py)."""
+"""Simulation helpers of the accuracy bench (bench/simdata.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bench import doorwalks, simdata
+from bench import simdata
+from rtls.engine import EngineParams
 
 
 def test_schedule_lists_every_advertisement_once_in_time_order() -> None:
@@ -46,23 +47,26 @@ def test_static_tags_are_located_near_their_positions() -> None:
     assert np.isfinite(run.rssi).sum(axis=1).min() >= 3
 
 
-def test_grace_period_masks_samples_after_each_true_zone_change() -> None:
-    t = np.arange(1, 41, dtype=np.float64) * 0.25  # 10 s
-    true = np.zeros((40, 2), dtype=np.int64)
-    true[20:, 0] = 3  # walker 0 changes zone at 5.25 s
-    xy, floor = np.zeros((40, 2, 2)), np.zeros((40, 2), dtype=np.int64)
-    run = doorwalks.ZoneRun(t, ("a", "b"), true, true.copy(), np.ones((40, 2), bool),
-                            true.copy(), np.ones((40, 2), bool), xy, floor, xy, floor)  # fmt: skip
-    mask = doorwalks.evaluated(run, grace_s=1.0, warmup_s=2.0)
-    assert not mask[t < 2.0].any()
-    skipped = ~mask[:, 0] & (t >= 2.0)
-    assert t[skipped] == pytest.approx([5.25, 5.5, 5.75, 6.0])
-    assert mask[t >= 2.0, 1].all()
-    engine = true.copy()
-    engine[30:, 0] = 7
-    known = np.ones((40, 2), bool)
-    known[35:, 1] = False
-    s = doorwalks.score(engine, known, true, mask)
-    assert s.samples == int(mask.sum())
-    assert s.wrong == pytest.approx(10 / mask.sum())
-    assert s.unknown == pytest.approx(5 / mask.sum())
+def test_walks_hold_the_latest_fix_and_report_the_tracked_uncertainty() -> None:
+    base = simdata.synthetic_site(np.zeros(1, dtype=np.intp), 2.0, walls=True)
+    walks = simdata.random_walks(base, simdata.nav_grids(base), 4, 20.0,
+                                 np.random.default_rng(2))  # fmt: skip
+    site = simdata.synthetic_site(walks.floor, 2.0, walls=True)  # walls: the walkable area
+    run = simdata.run_walks(site, walks, simdata.RadioSetup(sigma_db=1.0), interval_s=2.0,
+                            duration_s=20.0, warmup_s=0.0, seed=3,
+                            params=EngineParams(wall_model=False))  # fmt: skip
+    k, n = run.tracked_known.shape
+    assert run.held.shape == (k, n, 2) and run.tracked_uncertainty.shape == (k, n)
+    for i in range(k):
+        for tag in range(n):
+            mine = np.flatnonzero((run.fix_tag == tag) & (run.fix_t <= run.t[i]) & run.fix_known)
+            if mine.size == 0:
+                assert np.isnan(run.held[i, tag]).all()
+            else:
+                np.testing.assert_array_equal(run.held[i, tag], run.fix_xy[mine[-1]])
+    unc = run.tracked_uncertainty[run.tracked_known]
+    assert np.isfinite(unc).all() and (unc > 0).all()
+    # σ 1 dB: positions within a few metres, and the uncertainty of the same order
+    err = np.hypot(*(run.tracked - run.truth).transpose(2, 0, 1))[run.tracked_known]
+    assert np.sqrt(np.mean(err**2)) < 3.0
+    assert 0.2 < np.sqrt(np.mean(unc**2)) < 5.0

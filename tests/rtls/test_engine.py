@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from rtls.decode_result import READ_DTYPE
-from rtls.engine import Engine, wall_maps
+from rtls.engine import Engine, EngineParams, TickResult, wall_maps
 from rtls.observations import OBS_DTYPE
+from rtls.rooms import RoomParams
 from rtls.site import load_site
 
 SITE = load_site()
@@ -101,6 +102,28 @@ def test_door_read_places_the_tag_at_once_in_the_exit_zone() -> None:
         if t == tag
     ]
     assert "E1" in entered
+    assert SITE.zones[int(res.zone[tag])].id == "E1"  # the room filter agrees with the read
+
+
+def _walk_in_r101(eng: Engine, tag: int, ticks: int) -> TickResult:
+    xy = (12.0, 4.0)
+    for k in range(ticks):
+        eng.ingest_observations(_obs_at(tag, xy, 0, T0 + k * 0.5, _near(xy, 0, 6)))
+        res = eng.tick(T0 + k * 0.5 + 0.25)
+    return res
+
+
+def test_zones_come_from_the_room_filter_by_default_and_from_positions_without_it() -> None:
+    with_rooms = Engine(SITE)
+    assert with_rooms.rooms is not None
+    res = _walk_in_r101(with_rooms, 0, 12)
+    assert SITE.zones[int(res.zone[0])].id == "R101"
+    r101 = with_rooms.zones.column("R101")
+    assert with_rooms.rooms.zone_probability()[0, r101] > 0.9
+    without = Engine(SITE, EngineParams(rooms=RoomParams(enabled=False)))
+    assert without.rooms is None
+    res = _walk_in_r101(without, 0, 12)
+    assert SITE.zones[int(res.zone[0])].id == "R101"
 
 
 def test_messages_from_the_simulator_formats_are_ingested() -> None:
@@ -123,3 +146,23 @@ def test_messages_from_the_simulator_formats_are_ingested() -> None:
     assert eng.observations == 3
     eng.ingest_message("rtls/v1/gw/G01/obs", b"garbage", T0)
     assert sum(eng.decoder.counters.rejected.values()) == 1
+
+
+def test_tracks_are_kept_in_the_walkable_area() -> None:
+    xy = (12.0, 0.05)  # in R101, 5 cm from the outer wall: nobody walks there
+    gws = _near(xy, 0, 6)
+    results = {}
+    for on in (True, False):
+        eng = Engine(SITE) if on else Engine(SITE, EngineParams(walkable=None))
+        assert (eng.tracker.constraint is not None) == on
+        for k in range(8):
+            eng.ingest_observations(_obs_at(4, xy, 0, T0 + k * 0.5, gws))
+            res = eng.tick(T0 + k * 0.5 + 0.25)
+        assert res.estimate.known[4]
+        results[on] = res.estimate.xy[4]
+        if on:
+            assert eng.walkable is not None
+            assert eng.walkable.contains(res.estimate.xy[4:5], 0)[0]
+    assert results[False][1] < 0.15  # the fix itself is where the model puts it
+    assert 0.2 <= results[True][1] <= 0.5  # the track is just inside the walkable area
+    assert abs(results[True][0] - xy[0]) < 0.2

@@ -75,7 +75,28 @@ def test_matches_a_direct_computation_on_random_data() -> None:
         wt = np.exp(-(10.0 - obs["t"][sel]) / 2.0)
         want = (wt * obs["rssi"][sel]).sum() / wt.sum()
         assert snap.rssi[tag, gw] == pytest.approx(want, abs=1e-3)
-        assert snap.weight[tag, gw] == pytest.approx(wt.sum(), rel=1e-6)
+        # Kish's effective sample size, discounted by the time since the link's last packet
+        age = 10.0 - obs["t"][sel].max()
+        n_eff = wt.sum() ** 2 / (wt**2).sum() * np.exp(-age / 2.0)
+        assert snap.weight[tag, gw] == pytest.approx(n_eff, rel=1e-6)
+
+
+def test_effective_packets_of_a_steady_stream() -> None:
+    # one packet every 0.5 s for 30 s: the weights form a geometric series of ratio a, and the
+    # effective number of packets is (1 + a) / (1 - a), more for a longer time constant
+    counts = []
+    for tau in (1.0, 3.0):
+        w = RssiWindow(1, 1, tau_s=tau, horizon_s=5.0)
+        for k in range(61):
+            w.add(_obs([(0.5 * k, 0, 0, -70.0 + (k % 3))]))
+        a = np.exp(-0.5 / tau)
+        counts.append(w.snapshot(30.0).weight[0, 0])
+        assert counts[-1] == pytest.approx((1 + a) / (1 - a), rel=1e-3)
+        geometric = a ** np.arange(61)
+        assert counts[-1] == pytest.approx(geometric.sum() ** 2 / (geometric**2).sum(), rel=1e-6)
+        # heard last 1 s ago: the count is discounted by exp(-1 / tau)
+        assert w.snapshot(31.0).weight[0, 0] == pytest.approx(counts[-1] * np.exp(-1.0 / tau))
+    assert counts[1] > counts[0]
 
 
 def test_bad_parameters() -> None:

@@ -479,3 +479,56 @@ def test_door_reads_reject_bad_arguments() -> None:
 def test_zone_kinds_are_kept() -> None:
     assert INDEX.kinds[INDEX.column("E1")] is ZoneKind.EXIT
     assert INDEX.is_exit.sum() == 4
+
+
+# -- membership from zone probabilities (the room filter) -----------------------------------------
+
+
+def _probability_run(
+    m: ZoneMembership, steps: list[tuple[float, dict[int, float]]], zone: int, known: bool = True
+) -> list[tuple[str, float, float]]:
+    """Feed P(tag 0 in ``zone``) = value at each (t, {0: value}); returns (kind, t, at) events."""
+    events = []
+    for now, values in steps:
+        prob = np.zeros((N_TAGS, len(INDEX)))
+        for tag, value in values.items():
+            prob[tag, zone] = value
+        kn = np.zeros(N_TAGS, dtype=bool)
+        kn[list(values)] = known
+        tr = m.update_probability(now, prob, kn, enter=0.9, leave=0.6)
+        events += [("in", float(r["t"]), now) for r in tr.entered if r["zone"] == zone]
+        events += [("out", float(r["t"]), now) for r in tr.left if r["zone"] == zone]
+    return events
+
+
+def test_probability_membership_enters_and_leaves_after_the_dwell_with_a_dead_band() -> None:
+    room = INDEX.column("R101")
+    m = ZoneMembership(INDEX, N_TAGS, hysteresis=Hysteresis(dwell_s=1.0))
+    # first known update: the tag is in no zone (0.5 < enter)
+    values = [0.5, 0.95, 0.95, 0.8, 0.95, 0.95, 0.95, 0.95, 0.95]
+    steps = [(T0 + i * TICK, {0: v}) for i, v in enumerate(values)]
+    events = _probability_run(m, steps, room)
+    # the run towards entering starts at 0.95 (t1), is broken by 0.8 (< enter) at t3, restarts
+    # at t4 and enters once it has lasted the dwell (at t8)
+    assert events == [("in", T0 + 4 * TICK, T0 + 8 * TICK)]
+    # between leave (0.6) and enter (0.9) nothing changes, however long
+    band = [(T0 + (9 + i) * TICK, {0: 0.7}) for i in range(20)]
+    assert _probability_run(m, band, room) == [] and m.inside[0, room]
+    out = [(T0 + (29 + i) * TICK, {0: 0.3}) for i in range(5)]
+    assert _probability_run(m, out, room) == [("out", T0 + 29 * TICK, T0 + 33 * TICK)]
+
+
+def test_probability_membership_freezes_unknown_tags_and_checks_its_arguments() -> None:
+    room = INDEX.column("R101")
+    m = ZoneMembership(INDEX, N_TAGS, hysteresis=Hysteresis(dwell_s=0.0))
+    assert _probability_run(m, [(T0, {0: 0.99})], room) == [("in", T0, T0)]
+    frozen = _probability_run(m, [(T0 + i, {0: 0.0}) for i in range(1, 5)], room, known=False)
+    assert frozen == [] and m.inside[0, room] and not m.known[0]
+    prob = np.zeros((N_TAGS, len(INDEX)))
+    known = np.ones(N_TAGS, dtype=bool)
+    with pytest.raises(ZoneError, match="leave <= enter"):
+        m.update_probability(T0 + 10, prob, known, enter=0.5, leave=0.7)
+    with pytest.raises(ZoneError, match="probability"):
+        m.update_probability(T0 + 10, prob[:, :3], known, enter=0.9, leave=0.6)
+    with pytest.raises(ZoneError, match="earlier"):
+        m.update_probability(T0, prob, known, enter=0.9, leave=0.6)
