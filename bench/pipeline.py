@@ -4,8 +4,9 @@
 publishes straight into :class:`rtls.engine.Engine` as the broker would deliver it (a power cut
 delivers the device's last will, a power-up its online status), ticks the engine and the
 :class:`rtls.desk.Desk` every ``tick_s`` of virtual time, applies operator commands at given
-times and relays the desk's downlinks to the badges. The same pure code as the live service
-(rtls.service), minus MQTT and SQLite: scenario tests and bench/normal_day.py use it.
+times and relays the desk's downlinks to the tags (badge confirmations, the bracelets' pairings,
+admission included). The same pure code as the live service (rtls.service), minus MQTT and
+SQLite: scenario tests and bench/normal_day.py use it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import Any
 
 from gateways.radio import RadioParams
 from gateways.scenario import Scenario
+from gateways.truth import Truth
 from gateways.world import World
 from rtls.alarm import AlarmType, Transition
 from rtls.desk import Desk, DeskOutput
 from rtls.engine import Engine, EngineParams, TickResult
 from rtls.errors import RtlsError
+from rtls.ward import PairDownlink
+from rtls.worker import Downlink
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class PipelineRun:
     refused: list[tuple[Order, str]] = field(default_factory=list)
     engine: Engine | None = None
     desk: Desk | None = None
+    truth: Truth | None = None
 
     def raised(self, type_: AlarmType | None = None) -> list[tuple[float, AlarmType, str]]:
         """(virtual s, type, subject) of every raise (and re-activation), in order."""
@@ -69,17 +74,20 @@ def run_scenario(
     params: EngineParams | None = None,
     world_tick_s: float = 0.05,
     on_tick: Callable[[float, TickResult, DeskOutput], None] | None = None,
+    truth: Truth | None = None,
 ) -> PipelineRun:
-    """Play ``scenario`` through the engine and the desk (see the module docstring)."""
-    world = World(scenario, radio=radio)
+    """Play ``scenario`` through the engine and the desk (see the module docstring);
+    ``truth`` collects the world's ground truth (positions, door reads, badge events)."""
+    world = World(scenario, radio=radio, truth=truth)
     site = scenario.site
     engine = Engine(site, params)
     desk = Desk(site)
     epoch = world.epoch
-    run = PipelineRun(epoch, engine=engine, desk=desk)
-    if admit:
+    run = PipelineRun(epoch, engine=engine, desk=desk, truth=truth)
+    if admit:  # the ward's starting state; the pairings reach the simulated bracelets
         for name, args in desk.admission_orders():
-            desk.command(name, args, "admission.test", epoch)
+            for dl in desk.command(name, args, "admission.test", epoch).downlinks:
+                _relay(world, dl, 0.0)
     sources = {s.id: s for s in world.sources()}
     inbox: list[tuple[str, bytes, float]] = [
         (s.online.topic, s.online.payload, epoch) for s in sources.values() if s.online
@@ -126,7 +134,13 @@ def _collect(run: PipelineRun, out: DeskOutput, world: World, t: float) -> None:
     if not out.empty:
         run.outputs.append(out)
     for dl in out.downlinks:
-        world.downlink(dl.tag, dl.command, t)
+        _relay(world, dl, t)
+
+
+def _relay(world: World, dl: Downlink | PairDownlink, t: float) -> None:
+    """What the gateways do with a downlink: hand it to the tag."""
+    mother = dl.serial if isinstance(dl, PairDownlink) else None
+    world.downlink(dl.tag, dl.command, t, mother=mother)
 
 
 def _resolve_args(desk: Desk, order: Order) -> dict[str, Any]:

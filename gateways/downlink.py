@@ -1,12 +1,14 @@
 """Downlinks to the simulated tags: the engine publishes on ``rtls/v1/downlink/<tag>`` (JSON
-``{"command": "confirm" | "reset", ...}``, docs/mqtt.md); real gateways relay that to the badge,
-the simulator's :class:`DownlinkListener` collects it for :meth:`gateways.world.World.downlink`.
+``{"command": "confirm" | "reset", ...}`` for a badge, ``{"command": "pair", "mother": <serial>,
+...}`` for an infant bracelet; docs/mqtt.md); real gateways relay that to the tag, the
+simulator's :class:`DownlinkListener` collects it for :meth:`gateways.world.World.downlink`.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -15,11 +17,24 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rtls.errors import PayloadError
 from rtls.topics import DOWNLINK_FILTER, tag_of_downlink
 
-COMMANDS = frozenset({"confirm", "reset"})
+BADGE_COMMANDS = frozenset({"confirm", "reset"})
+COMMANDS = BADGE_COMMANDS | {"pair"}
+SERIAL_MAX = 0xFFFF_FFFF
 
 
-def parse_downlink(topic: str, payload: bytes) -> tuple[str, str]:
-    """(tag id, command) of a downlink message; PayloadError if it is not one."""
+@dataclass(frozen=True)
+class DownlinkMessage:
+    """One parsed downlink: the tag, the command and, for ``pair``, the serial of the mother
+    tag the bracelet is paired with (0: not paired)."""
+
+    tag: str
+    command: str
+    mother: int | None = None
+
+
+def parse_downlink(topic: str, payload: bytes) -> DownlinkMessage:
+    """The downlink message on ``topic``; PayloadError (``bad_topic``, ``bad_json``,
+    ``bad_command``, ``bad_mother``) if it is not a valid one."""
     tag = tag_of_downlink(topic)
     if tag is None:
         raise PayloadError(f"not a downlink topic: {topic!r}", reason="bad_topic")
@@ -30,7 +45,16 @@ def parse_downlink(topic: str, payload: bytes) -> tuple[str, str]:
     command = body.get("command") if isinstance(body, dict) else None
     if command not in COMMANDS:
         raise PayloadError(f"downlink to {tag}: unknown command {command!r}", reason="bad_command")
-    return tag, str(command)
+    if command != "pair":
+        return DownlinkMessage(tag, str(command))
+    assert isinstance(body, dict)
+    mother = body.get("mother")
+    if isinstance(mother, bool) or not isinstance(mother, int) or not 0 <= mother <= SERIAL_MAX:
+        raise PayloadError(
+            f"downlink pair to {tag}: mother {mother!r} is not a tag serial (0-{SERIAL_MAX})",
+            reason="bad_mother",
+        )
+    return DownlinkMessage(tag, "pair", mother)
 
 
 class DownlinkListener:
@@ -47,7 +71,7 @@ class DownlinkListener:
     ) -> None:
         self.host, self.port = host, port
         self._lock = threading.Lock()
-        self._inbox: list[tuple[str, str]] = []
+        self._inbox: list[DownlinkMessage] = []
         self.rejected = 0
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         if username is not None:
@@ -64,10 +88,17 @@ class DownlinkListener:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def take(self) -> list[tuple[str, str]]:
+    def take_messages(self) -> list[DownlinkMessage]:
+        """Every downlink received since the last take, in order."""
         with self._lock:
             out, self._inbox = self._inbox, []
         return out
+
+    def take(self) -> list[tuple[str, str]]:
+        """(tag id, command) of the badge downlinks (confirm, reset) received since the last
+        take; pairings need :meth:`take_messages` (they carry the mother's serial) and are
+        dropped here."""
+        return [(m.tag, m.command) for m in self.take_messages() if m.command in BADGE_COMMANDS]
 
     def _on_connect(self, client: paho.Client, *_: Any) -> None:
         client.subscribe(DOWNLINK_FILTER, qos=1)

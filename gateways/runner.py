@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from gateways.downlink import DownlinkListener
+from gateways.downlink import DownlinkListener, DownlinkMessage
 from gateways.formats import Message
 from gateways.mqtt import LinkPool, MqttLink
 from gateways.world import Source, World
@@ -180,9 +180,9 @@ class MqttSink:
         else:
             link.stop(graceful=False)  # a power cut: the broker sends the last will
 
-    def take_downlinks(self) -> list[tuple[str, str]]:
-        """Downlinks (tag id, command) received since the last call."""
-        return self.downlinks.take() if self.downlinks is not None else []
+    def take_downlinks(self) -> list[DownlinkMessage]:
+        """Downlinks (confirm, reset, pair) received since the last call."""
+        return self.downlinks.take_messages() if self.downlinks is not None else []
 
     def close(self) -> None:
         if self.downlinks is not None:
@@ -221,8 +221,8 @@ def run(
             k += 1
             t = min(round(k * tick_s, 9), end)  # no drift from repeated float additions
             take = getattr(sink, "take_downlinks", None)
-            for tag, command in take() if take is not None else ():
-                world.downlink(tag, command, t)
+            for dl in take() if take is not None else ():
+                world.downlink(dl.tag, dl.command, t, mother=dl.mother)
             out = world.step(t)
             if isinstance(sink, FileSink):
                 sink.now = t

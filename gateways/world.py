@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from firmware_sim.accelerometer import Trace, synthesize
 from firmware_sim.motion import BADGE_Z, LYING_Z, MotionTable, Positions, Trajectory, walking_speeds
-from firmware_sim.tags import MODELS, InfantBracelet, StaffBadge, TagFirmware
+from firmware_sim.tags import (
+    MODELS,
+    PROXIMITY_RANGE_M,
+    InfantBracelet,
+    MotherTag,
+    StaffBadge,
+    TagFirmware,
+    Wristband,
+)
+from numpy.typing import NDArray
+from scipy.spatial import cKDTree
 
 from gateways.doorreader import DoorReaders
 from gateways.formats import Message, door_last_will, door_online, door_reads, gateway_format
@@ -26,6 +36,7 @@ from rtls.advertisement import BODY_DTYPE, encode_body, tag_address
 from rtls.batch import RECORD_DTYPE
 from rtls.walls import site_walls
 
+FLOOR_APART_M = 1.0e4  # proximity search: one floor's tags never meet another's
 ACCEL_RATE_HZ = 25.0
 ACCEL_CHUNK_S = 10.0
 # What a badge's accelerometer shows after each scenario action: the transition, then what
@@ -127,6 +138,12 @@ class World:
             dtype=np.uint8,
         ).reshape(-1, 6)
         self._tag_floor_rank = {f.id: i for i, f in enumerate(site.floors)}
+        # short-range proximity between infant bracelets and mother tags (mismatch check)
+        self._bracelets = np.flatnonzero([isinstance(fw, InfantBracelet) for fw in self.firmware])
+        self._mothers = np.flatnonzero([isinstance(fw, MotherTag) for fw in self.firmware])
+        self._mother_serials = np.array([site.tags[i].serial for i in self._mothers.tolist()],
+                                        dtype=np.int64)  # fmt: skip
+        self._near: set[tuple[int, int]] = set()  # (bracelet k, mother j) in range
         # -- people and motion -------------------------------------------------------------------
         speeds = walking_speeds(rng_speed, len(site.tags) + len(scenario.actors))
         self.ward = Ward(site, rng_people, ambient=scenario.info.ambient)
@@ -211,6 +228,7 @@ class World:
         self.ward.tick(t)
         pos = self.motion.positions(t)
         self._feed_badges(t)
+        self._meet(t, pos)
         self._refresh_due()
         self._transmit(t, pos, out)
         self._read_doors(t, pos, out)
@@ -261,6 +279,37 @@ class World:
             gi = int(heard.gateway[chunk[0]])
             self.gateways[gi].hear(tt[heard.adv[chunk]], rec[chunk])
 
+    def _meet(self, t: float, p: Positions) -> None:
+        """Tell each infant bracelet which mother tags are within its proximity range
+        (``PROXIMITY_RANGE_M``, 3-D, same floor); only bracelets whose set changed are called.
+        A mother tag that does not transmit (silent, flat battery) is not heard. Pairs come
+        from two k-d trees (the sim-rate bench has thousands of bracelets and mother tags)."""
+        b, m = self._bracelets, self._mothers
+        if not len(b) or not len(m):
+            return
+        alive = np.array([not self.firmware[i].silent and self.firmware[i].battery_pct > 0
+                          for i in m.tolist()], dtype=bool)  # fmt: skip
+        near: set[tuple[int, int]] = set()
+        if alive.any():
+            live = np.flatnonzero(alive)
+            bt, mt = cKDTree(_meet_xyz(p, b)), cKDTree(_meet_xyz(p, m[live]))
+            hits = bt.sparse_distance_matrix(mt, PROXIMITY_RANGE_M, output_type="ndarray")
+            hits = hits[hits["v"] < PROXIMITY_RANGE_M]
+            near = set(zip(hits["i"].tolist(), live[hits["j"]].tolist(), strict=True))
+        changed = sorted({k for k, _ in near ^ self._near})
+        self._near = near
+        for k in changed:
+            fw = self.firmware[int(b[k])]
+            assert isinstance(fw, InfantBracelet)
+            was = fw.mismatch
+            js = sorted(j for kk, j in near if kk == k)
+            fw.meet([int(self._mother_serials[j]) for j in js], t)
+            self._touched.add(int(b[k]))
+            if self.truth is not None and fw.mismatch != was:
+                event = "bracelet_mismatch" if fw.mismatch else "bracelet_match"
+                who = [self.tag_ids[int(m[j])] for j in js]
+                self.truth.event(t, event, tag=self.tag_ids[int(b[k])], near=who)
+
     def _read_doors(self, t: float, p: Positions, out: StepOutput) -> None:
         if not self.readers:
             return
@@ -308,7 +357,7 @@ class World:
             )
         elif a in ("tamper", "strap_restore", "skin_contact"):
             fw = self._fw_by_id[str(ev.tag)]
-            assert isinstance(fw, InfantBracelet)
+            assert isinstance(fw, Wristband)
             if a == "tamper":
                 fw.cut_strap(t)
             elif a == "strap_restore":
@@ -331,15 +380,23 @@ class World:
             self.door_readers.set_up(ri, bool(ev.value))
             out.power.append(PowerChange(self.readers[ri].id, bool(ev.value)))
 
-    def downlink(self, tag: str, command: str, t: float) -> bool:
+    def downlink(self, tag: str, command: str, t: float, *, mother: int | None = None) -> bool:
         """A downlink from the engine reaches ``tag`` (relayed by the gateways, docs/mqtt.md):
         ``confirm`` (the console received the alarm; the badge may stop its local alarm) or
-        ``reset`` (the alarm was resolved). Returns False for an unknown tag or command; the
-        change goes out with the tag's next transmission (a burst)."""
+        ``reset`` (the alarm was resolved) for a staff badge; ``pair`` for an infant bracelet,
+        with ``mother`` the paired mother tag's serial (0: not paired). Returns False for an
+        unknown tag, a command the tag does not take, or a ``pair`` without a valid serial;
+        the change goes out with the tag's next transmission (a burst)."""
         fw = self._fw_by_id.get(tag)
-        if not isinstance(fw, StaffBadge) or command not in ("confirm", "reset"):
+        if command == "pair":
+            if not isinstance(fw, InfantBracelet) or not _serial_ok(mother):
+                return False
+            assert mother is not None
+            fw.pair(mother, t)
+        elif isinstance(fw, StaffBadge) and command in ("confirm", "reset"):
+            (fw.confirm if command == "confirm" else fw.reset)(t)
+        else:
             return False  # only badges have a local alarm to stop
-        (fw.confirm if command == "confirm" else fw.reset)(t)
         self._touched.add(self._tag_row[tag])
         self._refresh_due()
         return True
@@ -408,6 +465,17 @@ class World:
                         self.truth.event(e.t, f"badge_{e.event}", who=who, cause=e.cause)
             if feed.continuation is None and feed.fed_until >= tr.t[-1]:
                 del self._feeds[who]
+
+
+def _meet_xyz(p: Positions, rows: NDArray[np.intp]) -> NDArray[np.float64]:
+    """(K, 3) positions for the proximity search: floors set far apart (never in range)."""
+    xyz: NDArray[np.float64] = np.array(p.xyz[rows], dtype=np.float64)
+    xyz[:, 2] += p.floor[rows] * FLOOR_APART_M
+    return xyz
+
+
+def _serial_ok(serial: object) -> bool:
+    return isinstance(serial, int) and not isinstance(serial, bool) and 0 <= serial <= 0xFFFF_FFFF
 
 
 def _tail(tr: Trace, after: float) -> Trace:

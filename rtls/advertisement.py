@@ -61,16 +61,17 @@ class Status(enum.IntFlag):
 
 
 class Status2(enum.IntFlag):
-    """Body byte 8: service flags; bits 4-7 are reserved and must be 0 in v1."""
+    """Body byte 8: service flags; bits 5-7 are reserved and must be 0 in v1."""
 
     NONE = 0
     LOW_BATTERY = 0x01
     PRE_ALARM_CANCELLED = 0x02  # the wearer cancelled the pre-alarm
     CONSOLE_CONFIRMED = 0x04  # console confirmed reception; the badge may stop its local alarm
     BURST_REPEAT = 0x08  # this frame repeats a state change (same sequence number)
+    MISMATCH = 0x10  # infant bracelet: a mother tag not paired with it is within ~0.5 m now
 
 
-STATUS2_RESERVED: Final = 0xF0
+STATUS2_RESERVED: Final = 0xE0
 
 #: The 20-byte body as a packed little-endian structured dtype (itemsize 20).
 BODY_DTYPE: Final = np.dtype(
@@ -135,7 +136,7 @@ class Advertisement:
         _check_range("status2", self.status2, 0, 0xFF)
         if int(self.status2) & STATUS2_RESERVED:
             raise PayloadError(
-                f"status2 0x{int(self.status2):02x} sets reserved bits 4-7", reason="reserved_bits"
+                f"status2 0x{int(self.status2):02x} sets reserved bits 5-7", reason="reserved_bits"
             )
         object.__setattr__(self, "status2", Status2(int(self.status2)))
         if self.battery is not None:
@@ -273,7 +274,7 @@ def _describe(body: np.void, code: int) -> str:
     if code == 2:
         return f"tag kind {vk & 0x0F} is not one of 1-4"
     if code == 3:
-        return f"status2 0x{int(body['status2']):02x} sets reserved bits 4-7"
+        return f"status2 0x{int(body['status2']):02x} sets reserved bits 5-7"
     if code == 4:
         return f"battery {int(body['battery'])} is neither 0-100 nor 255 (unknown)"
     return "advertising interval 0 (must be 1-255 units of 100 ms)"

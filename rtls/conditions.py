@@ -6,8 +6,8 @@
 :class:`rtls.alarm.Condition` edges (raised / cleared) for the :class:`rtls.alarm.AlarmBook`.
 Every alarm's detection, parameters, clearing and priority: docs/rules.md.
 
-- Infant rules (exit, tamper, tag_loose, restricted_zone, loiter) are about *bonded* babies
-  only (the ward says which infant tags are bonded); an exit by a signed-out baby with its
+- Infant rules (exit, tamper, tag_loose, restricted_zone, loiter, mismatch) are about *bonded*
+  babies only (the ward says which infant tags are bonded); an exit by a signed-out baby with its
   escort near is suppressed by design and counted in :attr:`Rules.suppressed`, except while a
   tamper alarm or Code Pink arms every exit.
 - Supervision: tag_silent (bonded infants high, staff badges medium, reference tags low;
@@ -40,6 +40,7 @@ IntArray = NDArray[np.intp]
 
 _EPS = 1e-9
 FOLLOW_M = 1.0  # an active tag condition follows its tag once it moved this far (or changed zone)
+NEAREST_MOTHERS = 3  # mismatch detail: this many mother tags nearest the baby by position
 
 
 class WardView(Protocol):
@@ -49,6 +50,8 @@ class WardView(Protocol):
     def code_pink_active(self) -> bool: ...
 
     def bonded(self, tag_id: str) -> bool: ...
+
+    def mother_of(self, baby_tag: str) -> str | None: ...
 
     def exit_authorised(self, baby_tag: str, now: float, escort_near: set[str]) -> bool: ...
 
@@ -61,7 +64,8 @@ class Rules:
     never), ``bonded`` (N,), and one :class:`Latch` per tag rule in :attr:`latches`."""
 
     TAG_RULES = (AlarmType.EXIT, AlarmType.TAMPER, AlarmType.TAG_LOOSE, AlarmType.LOW_BATTERY,
-                 AlarmType.RESTRICTED_ZONE, AlarmType.LOITER, AlarmType.TAG_SILENT)  # fmt: skip
+                 AlarmType.RESTRICTED_ZONE, AlarmType.LOITER, AlarmType.TAG_SILENT,
+                 AlarmType.MISMATCH)  # fmt: skip
 
     def __init__(self, site: Site) -> None:
         self.site = site
@@ -98,7 +102,8 @@ class Rules:
         self.floor_ids = tuple(f.id for f in site.floors)
 
         self.inside = np.zeros((n, z), dtype=bool)
-        self.entered_t = np.full((n, z), np.nan)
+        self.entered_t = np.full((n, z), np.nan)  # loiter clock: since when in each zone
+        self.left_t = np.full((n, z), np.nan)
         self.last_heard = np.full(n, np.nan)
         self.ever_heard = np.zeros(n, dtype=bool)
         self.status = np.zeros(n, dtype=np.uint8)
@@ -118,6 +123,7 @@ class Rules:
         self._exit_wait = np.full(n, np.nan)  # signed-out baby at an exit: escort awaited since
         self._suppressing = {t: np.zeros(n, dtype=bool) for t in self.TAG_RULES}
         self._followed: dict[tuple[AlarmType, int], Location] = {}
+        self._held_detail: dict[tuple[AlarmType, int], dict[str, Any]] = {}  # set at the raise
         self.suppressed: Counter[str] = Counter()  # suppressed by design, per alarm type
         self.supervision = Supervision(site)
 
@@ -168,6 +174,7 @@ class Rules:
         open_tamper = any(a.type is AlarmType.TAMPER and a.open for a in open_alarms or ())
         armed = bool(ward.code_pink_active or open_tamper or lt.active.any())
 
+        out += self._mismatch(now, ward)
         out += self._exit(now, ward, armed, entered_exit | exit_read)
         out += self._loiter(now, ward)
 
@@ -225,9 +232,14 @@ class Rules:
         sign = np.r_[np.ones(len(tr.entered), bool), np.zeros(len(tr.left), bool)]
         order = np.argsort(events["t"], kind="stable")
         for e, came in zip(events[order], sign[order], strict=True):  # a few per tick
-            t, zz = int(e["tag"]), int(e["zone"])
+            t, zz, et = int(e["tag"]), int(e["zone"]), float(e["t"])
             self.inside[t, zz] = came
-            self.entered_t[t, zz] = float(e["t"]) if came else np.nan
+            if not came:
+                self.left_t[t, zz] = et
+            elif not et - self.left_t[t, zz] <= self.infant_rules.loiter_gap_s:
+                # back within loiter_gap_s (a moment of unknown position, a flap at the edge):
+                # the loiter clock keeps running
+                self.entered_t[t, zz] = et
             if came and self.is_exit_zone[zz]:
                 entered_exit[t] = True
         return entered_exit
@@ -323,6 +335,39 @@ class Rules:
         rise, drop = le.step(now, raw, ir.exit_clear_s, self.bonded)
         self._exit_wait[rise] = np.nan
         return self._emit(now, AlarmType.EXIT, rise, drop, armed=armed)
+
+    def _mismatch(self, now: float, ward: WardView) -> list[Condition]:
+        """Mismatch: a bonded baby's bracelet flags (``Status2.MISMATCH``) a mother tag that is
+        not its paired one within its short range. The flag does not say which: the detail
+        names the paired mother and, best effort, the likeliest others by position."""
+        lm = self.latches[AlarmType.MISMATCH]
+        foreign = (self.status2 & Status2.MISMATCH) != 0
+        rise, drop = lm.step(now, foreign, self.clear_hold_s, self.bonded & self.is_infant)
+        for i in rise.tolist():
+            self._held_detail[(AlarmType.MISMATCH, i)] = self._mothers_near(i, ward)
+        return self._emit(now, AlarmType.MISMATCH, rise, drop)
+
+    def _mothers_near(self, baby: int, ward: WardView) -> dict[str, Any]:
+        """The baby's paired mother, and up to NEAREST_MOTHERS other mother tags located now on
+        its floor, likeliest at the baby first: both positions as isotropic Gaussians (variance
+        u²/2 per axis, u = RMS radial error), ranked by the density of their difference at 0,
+        ``exp(-d²/2s) / 2πs``, ``s = (u_b² + u_m²)/2``. A hint for the nurse, not a proof."""
+        paired = ward.mother_of(self.tag_ids[baby])
+        near: list[dict[str, Any]] = []
+        if np.isfinite(self.xy[baby]).all():
+            c = np.flatnonzero(self.is_mother & self.known & (self.floor == self.floor[baby]))
+            c = c[[self.tag_ids[m] != paired for m in c.tolist()]] if paired else c
+            d = np.hypot(*(self.xy[c] - self.xy[baby]).T) if len(c) else np.zeros(0)
+            ub = self.uncertainty[baby] if self.known[baby] else np.nan
+            um = self.uncertainty[c]
+            s = np.maximum((np.nan_to_num(ub, nan=0.0) ** 2 + np.nan_to_num(um, nan=0.0) ** 2)
+                           / 2.0, 0.25)  # fmt: skip
+            score = -(d**2) / (2.0 * s) - np.log(s)
+            order = np.argsort(-score, kind="stable")[:NEAREST_MOTHERS]
+            near = [{"tag": self.tag_ids[int(c[k])], "distance_m": _r1(d[k]),
+                     "uncertainty_m": _r1(um[k])} for k in order.tolist()]  # fmt: skip
+        return {"paired_mother": paired, "mother": near[0]["tag"] if near else None,
+                "nearest_mothers": near}  # fmt: skip
 
     def _loiter(self, now: float, ward: WardView) -> list[Condition]:
         """Loiter: in a loiter zone longer than its loiter_s, without the exit raised."""
@@ -427,6 +472,7 @@ class Rules:
         if type_ in (AlarmType.EXIT, AlarmType.RESTRICTED_ZONE, AlarmType.LOITER):
             zs = np.flatnonzero(self.inside[i])
             d["zones"] = [self.zone_ids[z] for z in zs.tolist()]
+        d.update(self._held_detail.get((type_, i), {}))
         d.update(extra)
         return d
 
@@ -445,19 +491,10 @@ class Rules:
         for i in rise.tolist():
             loc = self.location(i)
             self._followed[(type_, i)] = loc
-            out.append(
-                Condition(
-                    type_,
-                    self.tag_ids[i],
-                    True,
-                    now,
-                    loc,
-                    self._detail(type_, i, **extra),
-                    self._priority(type_, i),
-                )
-            )
+            out.append(self._raised(type_, i, now, loc, **extra))
         for i in drop.tolist():
             self._followed.pop((type_, i), None)
+            self._held_detail.pop((type_, i), None)
             out.append(Condition(type_, self.tag_ids[i], False, now))
         return out
 
@@ -473,20 +510,21 @@ class Rules:
                 loc.x - was.x, (loc.y or 0.0) - was.y) >= FOLLOW_M  # fmt: skip
             if moved or loc.zone != was.zone or loc.floor != was.floor:
                 self._followed[(type_, i)] = loc
-                out.append(
-                    Condition(
-                        type_,
-                        self.tag_ids[i],
-                        True,
-                        now,
-                        loc,
-                        self._detail(type_, i),
-                        self._priority(type_, i),
-                    )
-                )
+                out.append(self._raised(type_, i, now, loc))
         return out
+
+    def _raised(
+        self, type_: AlarmType, i: int, now: float, loc: Location, **extra: Any
+    ) -> Condition:
+        detail = self._detail(type_, i, **extra)
+        return Condition(type_, self.tag_ids[i], True, now, loc, detail, self._priority(type_, i))
 
     def active(self) -> dict[str, Set[str]]:
         """Subjects of every active tag condition, per alarm type (for tests and the console)."""
         return {t.value: frozenset(self.tag_ids[i] for i in np.flatnonzero(lt.active).tolist())
                 for t, lt in self.latches.items()}  # fmt: skip
+
+
+def _r1(x: float) -> float | None:
+    """Rounded to 0.1 for a condition's detail; None when not finite (JSON-safe)."""
+    return round(float(x), 1) if math.isfinite(x) else None

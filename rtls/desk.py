@@ -3,7 +3,8 @@
 The service calls :meth:`Desk.step` after every engine tick and :meth:`Desk.command` for every
 operator command; each returns a :class:`DeskOutput` that the shell must **commit first**
 (transitions, audit events, ward documents) and only then announce (alarm state and events on
-MQTT, actuator commands, badge downlinks). Pure: no clock, no I/O (ARCHITECTURE.md, step 6-7).
+MQTT, actuator commands, badge and bracelet downlinks). Pure: no clock, no I/O (ARCHITECTURE.md,
+step 6-7).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from rtls.actuators import Actuators, Command
 from rtls.alarm import (
@@ -25,15 +25,14 @@ from rtls.alarm import (
     AlarmType,
     Category,
     Condition,
-    Location,
     Transition,
 )
 from rtls.conditions import Rules
 from rtls.engine import TickResult
 from rtls.errors import RtlsError
-from rtls.site import Site, TagKind, ZoneKind
+from rtls.site import Site, TagKind
 from rtls.supervision import HeardLike
-from rtls.ward import AuditEvent, Ward
+from rtls.ward import AuditEvent, PairDownlink, Ward
 from rtls.worker import Downlink, LoneWorkers, WorkerError
 
 #: Alarms a badge shows locally: acknowledging one confirms it to the badge, resolving resets it.
@@ -46,18 +45,6 @@ class CommandError(RtlsError):
     """An operator command the desk does not understand (unknown name, missing argument)."""
 
 
-@dataclass(frozen=True)
-class MeetingParams:
-    """When a mother tag counts as "brought to" a baby (mother-infant mismatch): both located
-    in the same room-kind zone, closer than ``distance_m``, both uncertainties under
-    ``max_uncertainty_m``, for ``hold_s`` without a break. RSSI positions are metre-level
-    (docs/accuracy.md): these are deliberately strict so passing in a corridor never counts."""
-
-    distance_m: float = 1.5
-    max_uncertainty_m: float = 2.5
-    hold_s: float = 15.0
-
-
 @dataclass
 class DeskOutput:
     """What one step or command produced, in the order to commit and then announce."""
@@ -65,7 +52,7 @@ class DeskOutput:
     transitions: list[Transition] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # audit events (ward acts, ...)
     commands: list[Command] = field(default_factory=list)
-    downlinks: list[Downlink] = field(default_factory=list)
+    downlinks: list[Downlink | PairDownlink] = field(default_factory=list)  # badges, bracelets
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)  # state to persist
     reply: dict[str, Any] = field(default_factory=dict)
 
@@ -78,23 +65,13 @@ class DeskOutput:
 class Desk:
     """All alarm logic of one site."""
 
-    def __init__(self, site: Site, meeting: MeetingParams | None = None) -> None:
+    def __init__(self, site: Site) -> None:
         self.site = site
         self.book = AlarmBook(site.rules.alarms)
         self.rules = Rules(site)
         self.ward = Ward(site)
         self.workers = LoneWorkers(site)
         self.actuators = Actuators(site)
-        self.meeting = meeting or MeetingParams()
-        tags = site.tags
-        self._tag_ids = tuple(t.id for t in tags)
-        self._tag_index = {t: i for i, t in enumerate(self._tag_ids)}
-        self._infant = np.flatnonzero([t.kind is TagKind.INFANT for t in tags])
-        self._mother = np.flatnonzero([t.kind is TagKind.MOTHER for t in tags])
-        self._room_zone = np.array(
-            [z.kind is ZoneKind.ROOM for z in site.zones] + [False], dtype=bool
-        )  # index -1 (no zone) maps to the trailing False
-        self._met_since = np.full((len(self._infant), len(self._mother)), np.nan)
         self._commands: dict[str, Callable[[Mapping[str, Any], str, float], DeskOutput]] = {
             "acknowledge": self._acknowledge, "resolve": self._resolve, "shelve": self._shelve,
             "admit": self._admit, "pair": self._pair, "unpair": self._unpair,
@@ -119,7 +96,6 @@ class Desk:
             conditions += wu.conditions
             superseded += [(s.type, s.subject, s.t, s.by.value) for s in wu.superseded]
             superseded += [(AlarmType.PRE_ALARM, tag, now, "wearer cancel") for tag in wu.cancelled]
-            conditions += self._meetings(now, tick)
         conditions += self.rules.evaluate(
             now, tick, None, None, self.ward, heard, open_alarms=list(self.book.alarms.values())
         )
@@ -188,17 +164,25 @@ class Desk:
         out.transitions += self.book.apply(self.ward.tick(now), now)
         return out
 
+    def _paired(self, baby: str, events: list[AuditEvent], now: float) -> DeskOutput:
+        """A ward act that changed ``baby``'s pairing: its bracelet is told its mother tag's
+        serial (0: none) by a ``pair`` downlink, so that it can flag a mismatch itself."""
+        out = self._ward(events, now)
+        out.downlinks.append(self.ward.pair_downlink(baby, now))
+        return out
+
     def _admit(self, args: Mapping[str, Any], user: str, now: float) -> DeskOutput:
-        name = args.get("name")
-        return self._ward(self.ward.admit(_str(args, "baby"), user, now,
-                                          name=str(name) if name else None), now)  # fmt: skip
+        name, baby = args.get("name"), _str(args, "baby")
+        events = self.ward.admit(baby, user, now, name=str(name) if name else None)
+        return self._paired(baby, events, now)  # clears a pairing the bracelet may still hold
 
     def _pair(self, args: Mapping[str, Any], user: str, now: float) -> DeskOutput:
-        return self._ward(self.ward.pair(_str(args, "baby"), _str(args, "mother"), user, now), now)
+        baby = _str(args, "baby")
+        return self._paired(baby, self.ward.pair(baby, _str(args, "mother"), user, now), now)
 
     def _unpair(self, args: Mapping[str, Any], user: str, now: float) -> DeskOutput:
-        return self._ward(self.ward.unpair(_str(args, "baby"), user, now, _str(args, "reason")),
-                          now)  # fmt: skip
+        baby = _str(args, "baby")
+        return self._paired(baby, self.ward.unpair(baby, user, now, _str(args, "reason")), now)
 
     def _sign_out(self, args: Mapping[str, Any], user: str, now: float) -> DeskOutput:
         events = self.ward.sign_out(
@@ -211,7 +195,8 @@ class Desk:
         return self._ward(self.ward.return_(_str(args, "baby"), user, now), now)
 
     def _discharge(self, args: Mapping[str, Any], user: str, now: float) -> DeskOutput:
-        return self._ward(self.ward.discharge(_str(args, "baby"), user, now), now)
+        baby = _str(args, "baby")
+        return self._paired(baby, self.ward.discharge(baby, user, now), now)
 
     def _code_pink(self, args: Mapping[str, Any], user: str, now: float) -> DeskOutput:
         return self._ward(self.ward.code_pink(user, now, str(args.get("reason", ""))), now)
@@ -292,37 +277,6 @@ class Desk:
             out.append(c)
         return out
 
-    def _meetings(self, now: float, tick: TickResult) -> list[Condition]:
-        """Mother tags held near a bonded baby (MeetingParams) go to the ward's mismatch
-        check; (B, M) distances in one array expression."""
-        if not len(self._infant) or not len(self._mother):
-            return []
-        est, mp = tick.estimate, self.meeting
-        unc = est.uncertainty
-        ok_b = est.known[self._infant] & (unc[self._infant] <= mp.max_uncertainty_m)
-        ok_m = est.known[self._mother] & (unc[self._mother] <= mp.max_uncertainty_m)
-        zb, zm = tick.zone[self._infant], tick.zone[self._mother]
-        d = np.linalg.norm(est.xy[self._infant][:, None, :] - est.xy[self._mother][None, :, :],
-                           axis=2)  # fmt: skip
-        close: NDArray[np.bool_] = (
-            ok_b[:, None] & ok_m[None, :] & (zb[:, None] == zm[None, :])
-            & self._room_zone[zb][:, None]
-            & (est.floor[self._infant][:, None] == est.floor[self._mother][None, :])
-            & (d <= mp.distance_m)
-        )  # fmt: skip
-        self._met_since = np.where(close, np.fmin(self._met_since, now), np.nan)
-        held = close & (now - self._met_since >= mp.hold_s)
-        out = []
-        for bi, mi in zip(*np.nonzero(held), strict=True):
-            b, m = int(self._infant[bi]), int(self._mother[mi])
-            z = int(zb[bi])
-            loc = Location(self.site.floors[int(est.floor[b])].id, self.site.zones[z].id,
-                           float(est.xy[b, 0]), float(est.xy[b, 1]), float(unc[b]))  # fmt: skip
-            c = self.ward.mismatch(self._tag_ids[m], self._tag_ids[b], now, loc)
-            if c is not None:
-                out.append(c)
-        return out
-
 
 def _event(
     actor: str, action: str, subject: str, detail: dict[str, Any], t: float
@@ -351,4 +305,4 @@ def _float(args: Mapping[str, Any], key: str) -> float:
     return float(v)
 
 
-__all__ = ["SYSTEM", "CommandError", "Desk", "DeskOutput", "MeetingParams"]
+__all__ = ["SYSTEM", "CommandError", "Desk", "DeskOutput"]

@@ -4,7 +4,9 @@ Model (DOMAIN.md, log-distance with log-normal shadowing; Rappaport eq. 4.68 wit
 the smoothed RSSI of tag i at gateway j is ``P0_j - 10 n_j log10(d_ij) + X_ij``, ``X_ij`` normal
 in dB with variance ``v_ij``, ``d_ij`` the 3-D distance from the tag (at ``tag_height_m`` above
 its floor) to the gateway. The maximum-likelihood 2-D position minimises the weighted sum of
-squared residuals in dB ``Σ_j r_ij² / v_ij``, ``r_ij = RSSI_ij - (P0_j - 10 n_j log10 d_ij)``;
+squared residuals in dB ``Σ_j r_ij² / v_ij``, ``r_ij = RSSI_ij - (P0_j - 10 n_j log10 d_ij)``
+(by default with Huber's loss instead of the squares, ``LocatorParams.robust_k``: a link more
+than k σ off the model, a wall or a body the model misses, counts linearly, Huber 1964);
 with a known receiver sensitivity ``s_j`` the gateways of the tag's floor that heard nothing
 count as readings below it (censored, Tobit likelihood), adding ``-2 Σ log Φ((s_j - μ_ij) / σ)``.
 This module prepares the inputs (weights, floor choice, starting points), :mod:`rtls.solver`
@@ -143,6 +145,7 @@ class LocatorParams:
     d_min_m: float = 1.0  # path loss held constant below this distance (docs/radio-model.md)
     censored: bool = True  # silent gateways of the floor count as below the sensitivity
     silent_outage: float = 0.01  # chance a link is silent whatever its signal (gateway down)
+    robust_k: float | None = 2.0  # Huber's k: residuals beyond k σ count linearly (None: Gaussian)
 
     def __post_init__(self) -> None:
         checks = [
@@ -157,6 +160,7 @@ class LocatorParams:
             ("max_step_m", self.max_step_m > 0),
             ("d_min_m", self.d_min_m > 0),
             ("silent_outage", 0 <= self.silent_outage < 1),
+            ("robust_k", self.robust_k is None or 0 < self.robust_k <= 100),
         ]
         for name, ok in checks:
             if not ok:
@@ -254,10 +258,10 @@ class Locator:
         self._f64 = np.empty((0, ROWS, 0))
 
     def _buffers(self, n_tags: int) -> tuple[NDArray[np.float32], FloatArray]:
-        """Work arrays (10, G, N) float32 and (2, ROWS, N) float64, grown when N exceeds them."""
+        """Work arrays (12, G, N) float32 and (2, ROWS, N) float64, grown when N exceeds them."""
         if n_tags > self._capacity:
             cap = max(n_tags, int(self._capacity * 1.25))
-            self._f32 = np.empty((10, self.anchors.n_gateways, cap), dtype=np.float32)
+            self._f32 = np.empty((12, self.anchors.n_gateways, cap), dtype=np.float32)
             self._f64 = np.empty((2, ROWS, cap))
             self._capacity = cap
         return self._f32[:, :, :n_tags], self._f64[:, :, :n_tags]
@@ -379,7 +383,9 @@ class Locator:
                 thr += np.asarray(link_offset_db, dtype=np.float64)[ni, gi]
             rel[gi, ni] = thr
             censored = Censored(gi, ni, p.sigma_db, curvature, p.silent_outage)
-        solver = Solver(rel, w, dz2_used, anchors.xyz[:, :2], anchors.n, p.d_min_m, work, censored)
+        solver = Solver(
+            rel, w, dz2_used, anchors.xyz[:, :2], anchors.n, p.d_min_m, work, censored, p.robust_k
+        )
         # -- initial guess: the previous fix on the same floor, else a weighted centroid ---------
         start = solver.centroid(used, box)
         if initial_xy is not None:

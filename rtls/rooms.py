@@ -92,6 +92,7 @@ class RoomParams:
     show_probability: float = 0.9  # a zone is named only while at or above this
     min_gateways: int = 3  # fewer heard links on the floor: no evidence
     stale_s: float = 10.0  # no evidence for longer: the tag's room is unknown
+    robust_k: float | None = None  # Huber's k (residuals beyond k σ count linearly); None: Gaussian
 
     def __post_init__(self) -> None:
         checks = [
@@ -116,6 +117,7 @@ class RoomParams:
             ("show_probability", 0.0 <= self.show_probability <= 1.0),
             ("min_gateways", 1 <= self.min_gateways <= 100),
             ("stale_s", 0.0 < self.stale_s <= 3600.0),
+            ("robust_k", self.robust_k is None or 0.0 < self.robust_k <= 100.0),
         ]
         for name, ok in checks:
             if not ok:
@@ -438,7 +440,7 @@ class RoomFilter:
         if moved.any():
             self._reset(tags[moved], f, None, now)
         prior = self._predict(fm, self.prob[tags, fm.cells], now - self.t_prob[tags])
-        ll = self._log_likelihood(fm, y, var, silent, weight)  # (C_f, K)
+        ll = self._log_likelihood(fm, y, var, silent, weight, self.params.robust_k)  # (C_f, K)
         cell_ll = _segment_logsumexp(ll, fm.gather).T  # (K, S_f)
         with np.errstate(divide="ignore"):
             post = self._gamma * np.log(prior) + cell_ll
@@ -468,7 +470,12 @@ class RoomFilter:
 
     @staticmethod
     def _log_likelihood(
-        fm: _FloorModel, y: FloatArray, var: FloatArray, silent: BoolArray, weight: FloatArray
+        fm: _FloorModel,
+        y: FloatArray,
+        var: FloatArray,
+        silent: BoolArray,
+        weight: FloatArray,
+        robust_k: float | None = None,
     ) -> FloatArray:
         """(C_f, K), points by tags: ``weight`` (K,) times the log-likelihood of the readings
         at the floor's sample points, up to a constant per tag, plus each point's log share of
@@ -476,7 +483,12 @@ class RoomFilter:
         + Σ_silent log P(silent)) + log share``, i.e. -½ Σ (y - m)² / v without the Σ y² / v
         that is the same at every point. One product: terms @ [w y, w, silent, 1]ᵀ, in row
         blocks small enough for BLAS to run each on one thread (a tick's few tags must not
-        wake a thread pool; the locator runs beside)."""
+        wake a thread pool; the locator runs beside).
+
+        ``robust_k``: Huber's loss (Huber 1964) for the heard links instead of the squares:
+        with u = (y - m) / √v, -ρ(u)/2 = -u²/2 + max(|u| - k, 0)²/2, the excess over Huber's
+        bound added per heard link (K L elements per point for the L heard links of the K tags,
+        not K G), summed per tag by a sparse product."""
         heard = np.isfinite(y)
         w = np.where(heard, weight[:, None] / np.where(heard, var, 1.0), 0.0)
         right = np.ascontiguousarray(
@@ -494,7 +506,37 @@ class RoomFilter:
         step = max(_MIN_ROWS, _ONE_THREAD_MNK // max(1, k * right.shape[0]))
         for s in range(0, c, step):
             np.matmul(fm.terms[s : s + step], right, out=out[s : s + step])
+        if robust_k is not None:
+            _add_huber_excess(out, fm.terms[:, : y.shape[1]], y, var, weight, robust_k)
         return out
+
+
+def _add_huber_excess(
+    out: FloatArray, model: FloatArray, y: FloatArray, var: FloatArray, weight: FloatArray, k: float
+) -> None:
+    """Add ``weight_k / 2 Σ_heard max(|y - m| / √v - k, 0)²`` to ``out`` (C, K): the part of
+    the Gaussian log-likelihood's squares beyond Huber's loss. model (C, G) m at the points;
+    y, var (K, G) the reading (NaN: not heard); weight (K,). Row blocks of ~2¹⁸ elements."""
+    kk, gg = np.nonzero(np.isfinite(y))
+    if not len(kk):
+        return
+    yl = y[kk, gg]
+    scale = 1.0 / np.sqrt(var[kk, gg])
+    c, n_links = model.shape[0], len(kk)
+    # (K, L) the half tempering weight of each link's tag, as a sparse sum over its links
+    per_tag = csr_matrix(
+        (0.5 * weight[kk], (np.arange(n_links), kk)), shape=(n_links, len(y))
+    ).T.tocsr()
+    step = max(16, (1 << 18) // n_links)
+    for s in range(0, c, step):
+        e = model[s : s + step, gg]  # (b, L)
+        e -= yl
+        np.abs(e, out=e)
+        e *= scale
+        e -= k
+        np.maximum(e, 0.0, out=e)
+        e *= e
+        out[s : s + step] += np.asarray(per_tag @ e.T).T
 
 
 def _segment_logsumexp(x: FloatArray, gather: csr_matrix) -> FloatArray:

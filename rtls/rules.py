@@ -55,13 +55,15 @@ class InfantRules(TagRules):
     loiter_s: float = Field(default=60.0, ge=30.0, le=600.0)
     pairing_window_s: float = Field(default=3600.0, ge=60.0, le=86400.0)
     sign_out_max_s: float = Field(default=3600.0, ge=60.0, le=86400.0)
-    mismatch_clear_s: float = Field(default=30.0, ge=5.0, le=600.0)  # after the last meeting
     # rtls.conditions (docs/rules.md): skin contact lost this long -> tag_loose; out of the
     # exit zone this long -> the exit condition clears; an escort is "near" within this
     # distance, or read by the same door reader within escort_wait_s, which is also how long a
     # signed-out baby at an exit waits for its escort to be seen before the exit raises
     tag_loose_s: float = Field(default=10.0, ge=1.0, le=600.0)
     exit_clear_s: float = Field(default=10.0, ge=0.0, le=600.0)
+    # the loiter clock keeps running through absences from the zone shorter than this (RSSI
+    # membership of a small zone flickers; someone loitering moves about)
+    loiter_gap_s: float = Field(default=15.0, ge=0.0, le=120.0)
     escort_distance_m: float = Field(default=3.0, ge=0.5, le=20.0)
     escort_wait_s: float = Field(default=5.0, ge=0.0, le=30.0)
 

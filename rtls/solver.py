@@ -4,7 +4,11 @@ The cost of tag i is ``Σ_j w_ij r_ij²`` with ``r_ij = rel_ij + (k_j / 2) ln d_
 ``rel = RSSI - P0``, ``k = 10 n / ln 10`` (the log-distance model of DOMAIN.md in natural
 logarithms) and ``d`` the 3-D tag-gateway distance, plus optionally ``-2 Σ log Φ(r_ij / σ)``
 over the silent links (:class:`Censored`, ``rel`` there is the sensitivity minus P0): minus
-twice the log-likelihood of the censored (Tobit) model, Tobin (1958). Arrays are laid out
+twice the log-likelihood of the censored (Tobit) model, Tobin (1958). Optionally the heard
+links' squares ``w r²`` become Huber's loss (Huber 1964, quadratic up to k σ, linear beyond), so
+one link far off the model (a wall the model misses, a body in the way) pulls a fix with a
+bounded force; it is minimised by iteratively reweighted least squares inside the same damped
+Newton iterations (weights from each evaluation's residuals). Arrays are laid out
 (G, N), gateways by tags, in float32: every operation then runs along contiguous rows of N tags
 (broadcasting per-gateway constants down a column is as fast as a plain product), which is what
 makes one solve of 10,000 tags × 8 gateways take a few milliseconds. All 2×2 systems are solved
@@ -27,7 +31,7 @@ LN10 = float(np.log(10.0))
 LOG_SQRT_2PI = float(0.5 * np.log(2.0 * np.pi))
 # rows of the (ROWS, N) state: position, cost (Σ w r² plus the censored term), Gauss–Newton
 # matrix A = JᵀWJ (xx, xy, yy), half-gradient g = JᵀWr, Hessian H used for the next step
-# (Newton's or A), FIT the heard links' part Σ w r² of the cost
+# (Newton's or A), FIT the heard links' part Σ w r² (Huber: Σ ρ) of the cost
 X, Y, COST, AXX, AXY, AYY, GX, GY, HXX, HXY, HYY, FIT = range(12)  # X, Y and GX, GY adjacent
 ROWS = 12
 GN_STEPS = 2  # iterations with Gauss–Newton steps before Newton's
@@ -79,6 +83,8 @@ class Solver:
     dz2 (G, N) or (G, 1) squared height difference tag - gateway; gateway_xy (G, 2);
     n (G,) path-loss exponents; work (6, G, N) float32 scratch, reused by every call;
     censored: the silent links counted as readings below the sensitivity (None: heard only).
+    robust_k: Huber's threshold k in σ of each link (None: Gaussian, quadratic throughout);
+    then ``work`` needs 8 rows (two more scratch arrays).
     """
 
     def __init__(
@@ -91,12 +97,16 @@ class Solver:
         d_min: float,
         work: NDArray[np.float32],
         censored: Censored | None = None,
+        robust_k: float | None = None,
     ) -> None:
         f32 = np.float32
         self.rel, self.w, self.dz2, self.work = rel, w, dz2, work
         self.censored = censored if censored is not None and censored.tag.size else None
         if self.censored is not None:
             np.copyto(self.censored.curvature, w)
+        self.robust_k = None if robust_k is None else f32(robust_k)
+        if self.robust_k is not None and work.shape[0] < 8:
+            raise ValueError("a robust solver needs 8 scratch rows in work")
         self.n = n
         self.gx = gateway_xy[:, 0:1].astype(f32)
         self.gy = gateway_xy[:, 1:2].astype(f32)
@@ -140,7 +150,7 @@ class Solver:
         the cost saturates where the gateway should have heard the tag, and the negative
         curvature there goes into Newton's H only, so A stays positive semi-definite).
         """
-        dx, dy, d2, r, s, t = self.work
+        dx, dy, d2, r, s, t = self.work[:6]
         p32 = p.astype(np.float32)
         np.subtract(p32[0:1], self.gx, out=dx)  # (G, N)
         np.subtract(p32[1:2], self.gy, out=dy)
@@ -162,6 +172,8 @@ class Solver:
         out[FIT] = np.einsum("gn,gn->n", t, r)
         wa = self.w
         c = self.censored
+        if self.robust_k is not None:
+            wa = self._huber(r, t, out[FIT])
         concave: NDArray[np.intp] | None = None
         extra: list[FloatArray] = []
         if c is None:
@@ -217,6 +229,32 @@ class Solver:
             out[HXX] += extra[0]
             out[HXY] += extra[1]
             out[HYY] += extra[2]
+
+    def _huber(
+        self, r: NDArray[np.float32], t: NDArray[np.float32], fit: FloatArray
+    ) -> NDArray[np.float32]:
+        """Huber's loss (Huber 1964) on the heard links, in place: with u = r √w the residual in
+        σ, ρ(u) = u² for |u| <= k, 2k|u| - k² beyond, i.e. u² - max(|u| - k, 0)², subtracted
+        from ``fit`` (N,) (Σ w r² on entry); ``t`` (w r) becomes ψ(u)/2 in the same scale,
+        w' r with the IRLS weight w' = w min(1, k / |u|) (Holland and Welsch 1977), which is
+        returned (G, N) (the censored curvature array when there are silent links, whose rows
+        the censored term then overwrites) for A = Jᵀ W' J."""
+        k = self.robust_k
+        assert k is not None
+        u: NDArray[np.float32] = self.work[6]
+        wa: NDArray[np.float32] = self.work[7]
+        if self.censored is not None:
+            wa = self.censored.curvature
+        np.multiply(t, r, out=u)  # w r² = u²
+        np.sqrt(u, out=u)
+        np.subtract(u, k, out=wa)
+        np.maximum(wa, 0.0, out=wa)
+        fit -= np.einsum("gn,gn->n", wa, wa)
+        np.maximum(u, k, out=u)
+        np.divide(k, u, out=u)  # min(1, k / |u|)
+        t *= u
+        np.multiply(self.w, u, out=wa)
+        return wa
 
     def solve(
         self, p: FloatArray, box: Box, iterations: int, max_step: float, state: FloatArray

@@ -19,7 +19,7 @@ ALARM_STATE_FILTER: Final = "rtls/v1/alarms/state/+"
 #: Every transition, in order, QoS 1, not retained.
 ALARM_EVENTS: Final = "rtls/v1/alarms/events"
 
-#: Downlink to a badge or tag (via the gateways): the console's confirmation, a reset.
+#: Downlink to a tag (via the gateways): a badge's confirmation or reset, a bracelet's pairing.
 DOWNLINK: Final = "rtls/v1/downlink/{tag}"
 DOWNLINK_FILTER: Final = "rtls/v1/downlink/+"
 

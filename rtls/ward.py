@@ -4,10 +4,14 @@
 Commands take the authenticated ``user`` (the console checks roles, not this module), refuse with
 a :class:`WardError` that says why (and then change nothing), and return the
 :class:`AuditEvent` records to write: every act records who did it. The conditions the ward
-holds (``pairing_overdue``, ``sign_out_overdue``, ``code_pink``, ``mismatch``) come out of
+holds (``pairing_overdue``, ``sign_out_overdue``, ``code_pink``) come out of
 :meth:`Ward.tick` as changes for the alarm book, dated when they became true or false: a command
 that ends a condition's cause (a pairing, a return) has its clear dated at the command and
 delivered by the next tick. The exit rule asks :meth:`Ward.exit_authorised`.
+
+The mother-infant mismatch is not decided here: the infant bracelet knows its paired mother
+tag (:meth:`Ward.pair_downlink` tells it) and flags a foreign one itself; rtls.conditions turns
+the flag into the condition and asks :meth:`Ward.mother_of` for the detail.
 """
 
 from __future__ import annotations
@@ -79,14 +83,20 @@ class CodePink:
 
 
 @dataclass(frozen=True)
-class _Meeting:
-    """A mother tag met a baby that is not hers: last reported at ``last_t``."""
+class PairDownlink:
+    """The ``pair`` downlink to an infant bracelet (docs/mqtt.md): the serial of the mother
+    tag it is paired with, 0 when none (admitted, unpaired, discharged). With it the bracelet
+    flags a mother tag that is not its own (``Status2.MISMATCH``, docs/advertisement.md)."""
 
-    mother: str
-    first_t: float
-    last_t: float
-    location: Location | None = None
-    paired_mother: str | None = None
+    tag: str  # the baby's bracelet
+    mother: str | None  # the paired mother tag's id (None: not paired)
+    serial: int  # its serial; 0: not paired
+    t: float
+    command: str = "pair"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tag": self.tag, "command": self.command, "mother": self.serial,
+                "mother_tag": self.mother, "t": self.t}  # fmt: skip
 
 
 @dataclass
@@ -101,7 +111,7 @@ class _Timers:
 class Ward:
     """One maternity ward's babies, pairings, sign-outs and Code Pink. Pure: no clock, no I/O.
 
-    ``rules`` defaults to ``site.rules.infant`` (pairing window, longest sign-out, mismatch hold).
+    ``rules`` defaults to ``site.rules.infant`` (pairing window, longest sign-out).
     """
 
     def __init__(self, site: Site, rules: InfantRules | None = None) -> None:
@@ -109,7 +119,6 @@ class Ward:
         self.rules = rules if rules is not None else site.rules.infant
         self._babies: dict[str, Baby] = {}
         self._code_pink: CodePink | None = None
-        self._meetings: dict[str, _Meeting] = {}  # by baby tag
         self._timers = _Timers()
 
     # -- queries -----------------------------------------------------------------------------
@@ -269,7 +278,6 @@ class Ward:
             raise WardError(f"baby {baby_tag!r} is signed out: return it before discharge")
         self._settle(now)
         del self._babies[baby_tag]
-        self._meetings.pop(baby_tag, None)
         self._settle(now)
         detail = {"name": b.name, "mother": b.mother, "stay_s": now - b.admitted_t,
                   "mother_freed": b.mother is not None and not self.bonded(b.mother)}  # fmt: skip
@@ -302,34 +310,13 @@ class Ward:
         return [AuditEvent(user, "end_code_pink", self.site.id, detail, now)]
 
     # -- conditions --------------------------------------------------------------------------
-    def mismatch(
-        self, mother_tag: str, baby_tag: str, now: float, location: Location | None = None
-    ) -> Condition | None:
-        """A proximity meeting the caller detected: ``mother_tag`` was brought to ``baby_tag``.
-
-        Returns the active ``mismatch`` condition (subject: the baby) when the baby is bonded,
-        the mother tag is in use (paired with some baby) and not paired with this one; None
-        otherwise (also for tags of other kinds, and for a mother tag not yet paired with
-        anyone: she is most likely about to be paired). Report the meeting while it lasts; the
-        condition clears ``rules.mismatch_clear_s`` after the last report, or as soon as the
-        baby is paired with that mother or discharged.
-        """
-        now = _time(now)
-        if (self._kind(mother_tag), self._kind(baby_tag)) != (TagKind.MOTHER, TagKind.INFANT):
-            return None
-        b = self._babies.get(baby_tag)
-        if b is None or b.mother == mother_tag or not self.bonded(mother_tag):
-            return None
-        self._settle(now)
-        m = self._meetings.get(baby_tag)
-        first = m.first_t if m is not None and m.mother == mother_tag else now
-        self._meetings[baby_tag] = _Meeting(mother_tag, first, now, location, b.mother)
-        c = self._mismatch_condition(baby_tag, self._meetings[baby_tag])
-        tm = self._timers
-        if any(p.key == c.key and not p.active for p in tm.pending):
-            tm.pending.append(c)  # an expired meeting's clear is still pending: raise after it
-        tm.active[c.key] = c
-        return c
+    def pair_downlink(self, baby_tag: str, now: float) -> PairDownlink:
+        """What ``baby_tag``'s bracelet must know now: its paired mother tag's serial (0 when
+        the baby is not paired, or no longer bonded). The desk sends it after every act that
+        changes a pairing (admit, pair, unpair, discharge)."""
+        mother = self.mother_of(baby_tag)
+        serial = self.site.tag(mother).serial if mother is not None else 0
+        return PairDownlink(baby_tag, mother, serial, _time(now))
 
     def tick(self, now: float) -> list[Condition]:
         """Condition changes up to ``now``, in the order they happened: raised when a timer
@@ -344,10 +331,9 @@ class Ward:
         """The conditions the ward holds now (as last raised), by key."""
         return [self._timers.active[k] for k in sorted(self._timers.active)]
 
-    def _wanted(self, now: float) -> tuple[dict[str, Condition], dict[str, float]]:
-        """Conditions that hold at ``now`` and the times at which expired meetings ended."""
+    def _wanted(self, now: float) -> dict[str, Condition]:
+        """Conditions that hold at ``now``."""
         out: dict[str, Condition] = {}
-        ended: dict[str, float] = {}
         window = self.rules.pairing_window_s
         for b in self._babies.values():
             if b.mother is None and now >= b.admitted_t + window:
@@ -361,31 +347,20 @@ class Ward:
                           "reason": so.reason, "name": b.name}  # fmt: skip
                 c = Condition(AlarmType.SIGN_OUT_OVERDUE, b.tag, True, so.due_t, detail=detail)
                 out[c.key] = c
-        for baby_tag, m in list(self._meetings.items()):
-            baby = self._babies.get(baby_tag)
-            end = m.last_t + self.rules.mismatch_clear_s
-            key = f"{AlarmType.MISMATCH.value}:{baby_tag}"
-            if baby is None or baby.mother == m.mother or now >= end:
-                del self._meetings[baby_tag]
-                if now >= end:
-                    ended[key] = end
-                continue
-            out[key] = self._timers.active.get(key) or self._mismatch_condition(baby_tag, m)
         if self._code_pink is not None:
             cp = self._code_pink
             detail = {"by": cp.by, "reason": cp.reason}
             c = Condition(AlarmType.CODE_PINK, self.site.id, True, cp.t, detail=detail)
             out[c.key] = c
-        return out, ended
+        return out
 
     def _settle(self, now: float) -> None:
         """Move the held conditions to what holds at ``now``; changes go to the pending list."""
-        wanted, ended = self._wanted(now)
+        wanted = self._wanted(now)
         tm = self._timers
         for key in [k for k in tm.active if k not in wanted]:
             c = tm.active.pop(key)
-            t = max(c.t, ended.get(key, now))
-            tm.pending.append(replace(c, active=False, t=t))
+            tm.pending.append(replace(c, active=False, t=max(c.t, now)))
         for key, c in wanted.items():
             if key not in tm.active:
                 # not held at the last settle: it became true since (a timer due since then
@@ -394,10 +369,6 @@ class Ward:
                 tm.active[key] = c
                 tm.pending.append(c)
         tm.settled_t = max(tm.settled_t, now)
-
-    def _mismatch_condition(self, baby_tag: str, m: _Meeting) -> Condition:
-        detail = {"mother": m.mother, "paired_mother": m.paired_mother, "since_t": m.first_t}
-        return Condition(AlarmType.MISMATCH, baby_tag, True, m.first_t, m.location, detail)
 
     # -- helpers -----------------------------------------------------------------------------
     def _kind(self, tag_id: str) -> TagKind:
@@ -422,10 +393,6 @@ class Ward:
             "code_pink": None if self._code_pink is None else {
                 "by": self._code_pink.by, "reason": self._code_pink.reason,
                 "t": self._code_pink.t},
-            "meetings": {k: {"mother": m.mother, "first_t": m.first_t, "last_t": m.last_t,
-                             "location": m.location.as_dict() if m.location else None,
-                             "paired_mother": m.paired_mother}
-                         for k, m in sorted(self._meetings.items())},
             "active": [condition_dict(c) for c in self.active_conditions],
             "pending": [condition_dict(c) for c in self._timers.pending],
             "settled_t": self._timers.settled_t if math.isfinite(self._timers.settled_t) else None,
@@ -458,12 +425,8 @@ class Ward:
                 ward._babies[b.tag] = b
             cp = data.get("code_pink")
             ward._code_pink = CodePink(**cp) if cp else None
-            for baby_tag, m in data.get("meetings", {}).items():
-                loc = Location.from_dict(m["location"]) if m.get("location") else None
-                ward._meetings[baby_tag] = _Meeting(
-                    m["mother"], float(m["first_t"]), float(m["last_t"]), loc,
-                    m.get("paired_mother"),
-                )  # fmt: skip
+            # "meetings" of an older engine (position-based mismatch) are not read: a
+            # mismatch condition it held is not wanted any more and clears at the next settle
             for c in map(condition_from_dict, data.get("active", [])):
                 ward._timers.active[c.key] = c
             ward._timers.pending = [condition_from_dict(c) for c in data.get("pending", [])]

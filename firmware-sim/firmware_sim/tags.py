@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,6 +34,9 @@ from rtls.errors import RtlsError
 ADV_DELAY_MAX_S = 0.010
 # A coin cell tag lasts about two years at a 2 s interval: 1 % per ~300,000 advertisements.
 BATTERY_PCT_PER_ADV = 1.0 / 300_000.0
+# Short-range proximity of the infant bracelet to mother tags (mismatch check): a mother
+# holding the baby, not one standing at the cot (docs/advertisement.md, MISMATCH).
+PROXIMITY_RANGE_M = 0.5
 _SEQ = struct.Struct("<H")  # body bytes 5-6 (docs/advertisement.md)
 # Alarm flags of a staff badge: what the console confirms and a reset clears.
 _BADGE_ALARMS = (
@@ -243,10 +247,10 @@ class ReferenceTag(TagFirmware):
     kind = AdvKind.REFERENCE
 
 
-class InfantBracelet(TagFirmware):
-    """Infant bracelet: strap circuit (tamper) and skin-contact sensor (contact at start)."""
+class Wristband(TagFirmware):
+    """A wristband or bracelet: strap circuit (tamper) and skin-contact sensor (contact at
+    start). Base of the infant bracelet and the mother tag."""
 
-    kind = AdvKind.INFANT
     initial_status = Status.SKIN_CONTACT
 
     def cut_strap(self, now: float) -> None:
@@ -260,8 +264,54 @@ class InfantBracelet(TagFirmware):
         self._update(now, self.status | skin if contact else self.status & ~skin)
 
 
-class MotherTag(InfantBracelet):
-    """Mother tag: a wristband with a strap circuit like the baby's (pairing is done centrally)."""
+class InfantBracelet(Wristband):
+    """Infant bracelet: a wristband that also checks the mother tags within its short-range
+    proximity (< ~0.5 m) against the mother tag it is paired with.
+
+    The pairing arrives by downlink (:meth:`pair`; serial 0 = not paired). The world reports
+    which mother tags are within range (:meth:`meet`); while one of them is not the paired
+    mother the bracelet advertises ``Status2.MISMATCH`` (docs/advertisement.md). Setting and
+    clearing the flag are state changes (new sequence number, burst). An unpaired bracelet
+    has nothing to compare with and never sets it.
+    """
+
+    kind = AdvKind.INFANT
+
+    def __init__(self, serial: int, **kw: Any) -> None:
+        super().__init__(serial, **kw)
+        self.paired_mother = 0  # serial of the paired mother tag; 0: not paired
+        self.near: frozenset[int] = frozenset()  # mother tags in range at the last meet()
+
+    @property
+    def mismatch(self) -> bool:
+        """True while a mother tag other than the paired one is in range (and it is paired)."""
+        return self.paired_mother != 0 and any(m != self.paired_mother for m in self.near)
+
+    def pair(self, mother_serial: int, now: float) -> None:
+        """Store the paired mother tag's serial (downlink ``pair``); 0 unpairs (discharge)."""
+        if isinstance(mother_serial, bool) or not 0 <= int(mother_serial) <= 0xFFFF_FFFF:
+            raise RtlsError(f"tag {self.serial}: mother serial {mother_serial!r} is not a u32")
+        self.paired_mother = int(mother_serial)
+        self._check(now)
+
+    def meet(self, mother_serial: int | Iterable[int] | None, now: float) -> None:
+        """The mother tags within proximity range now: one serial, several, or None."""
+        if mother_serial is None:
+            near: frozenset[int] = frozenset()
+        elif isinstance(mother_serial, int):
+            near = frozenset((mother_serial,))
+        else:
+            near = frozenset(int(m) for m in mother_serial)
+        self.near = near
+        self._check(now)
+
+    def _check(self, now: float) -> None:
+        flag = Status2.MISMATCH
+        self._update(now, status2=self.status2 | flag if self.mismatch else self.status2 & ~flag)
+
+
+class MotherTag(Wristband):
+    """Mother tag: a wristband like the baby's; the baby's bracelet does the pairing check."""
 
     kind = AdvKind.MOTHER
 

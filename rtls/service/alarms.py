@@ -3,8 +3,9 @@
 Every :class:`rtls.desk.DeskOutput` is committed to the :class:`AlarmStore` in one transaction
 *before* anything of it is published: alarm events (``rtls/v1/alarms/events``, QoS 1), each open
 alarm's retained state (``rtls/v1/alarms/state/<id>``, emptied when it closes), actuator
-commands and badge downlinks. While the broker is away outputs wait in memory (already on disk)
-and go out, in order, on reconnection, followed by the full retained state.
+commands and tag downlinks (badge confirmations, bracelet pairings). While the broker is away
+outputs wait in memory (already on disk) and go out, in order, on reconnection, followed by the
+full retained state.
 
 If the store fails (disk full, database locked) the output is kept and the commit retried on
 every tick; the alarm is still announced, because it must reach a person (the error is logged
@@ -191,4 +192,8 @@ class AlarmShell:
         for cmd in out.commands:
             await pub.publish(cmd.topic, cmd.payload(self.site_id), qos=1)
         for dl in out.downlinks:
-            await pub.publish(topics.downlink(dl.tag), _dumps(dl.as_dict()), qos=1)
+            # a pairing is the bracelet's state: retained, so a gateway that connects later
+            # still relays it; confirm / reset are events and never retained (docs/mqtt.md)
+            body = dl.as_dict()
+            await pub.publish(topics.downlink(dl.tag), _dumps(body), qos=1,
+                              retain=body.get("command") == "pair")  # fmt: skip

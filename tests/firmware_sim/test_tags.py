@@ -19,6 +19,7 @@ from firmware_sim.tags import (
     ReferenceTag,
     StaffBadge,
     TagFirmware,
+    Wristband,
 )
 
 from rtls.advertisement import Advertisement, Status, Status2, TagKind, decode_body
@@ -629,8 +630,76 @@ def test_long_gap_returns_every_frame_in_time_order() -> None:
     assert len(sos) == len(frames) - sum(f.t < 100.0 for f in frames)
 
 
-def test_mother_tag_is_an_infant_bracelet_of_its_own_kind() -> None:
+def test_mother_tag_is_a_wristband_of_its_own_kind_without_pairing() -> None:
     mother = _tag(MotherTag)
-    assert isinstance(mother, InfantBracelet)
+    assert isinstance(mother, Wristband) and not isinstance(mother, InfantBracelet)
+    assert not hasattr(mother, "meet") and not hasattr(mother, "pair")
     assert decode_body(mother.due(2.0)[0].body).kind == TagKind.MOTHER
     assert mother.status == Status.SKIN_CONTACT
+
+
+# ------------------------------------------------------------ mother-infant mismatch
+OWN, OTHER, THIRD = 0x0000_1006, 0x0000_1005, 0x0000_1007
+MISMATCH = Status2.MISMATCH
+
+
+def _mismatch_at(frames: list[Frame]) -> list[tuple[float, bool]]:
+    """(time, MISMATCH set) of each change of the flag on air."""
+    return [(t, bool(s2 & MISMATCH)) for t, _, s2 in _changes(frames)]
+
+
+def test_bracelet_flags_a_mother_that_is_not_its_own_with_a_burst() -> None:
+    tag = _tag(InfantBracelet, seed=30)
+    frames = _run(tag, 0.0, 2.0)
+    tag.pair(OWN, 2.0)
+    frames += _run(tag, 2.0, 4.0)
+    tag.meet(OWN, 4.0)  # her own mother holds the baby: nothing
+    frames += _run(tag, 4.0, 6.0)
+    assert not tag.mismatch
+    tag.meet([OWN, OTHER], 6.2)  # another mother comes within range too: flagged
+    frames += _run(tag, 6.0, 9.0)
+    tag.meet(None, 9.3)  # both gone: cleared
+    frames += _run(tag, 9.0, 12.0)
+    changes = _mismatch_at(frames)[1:]  # after the first frame's state
+    assert [t for t, _ in changes] == pytest.approx([6.2, 9.3])
+    assert [on for _, on in changes] == [True, False]
+    advs = _decode(frames)
+    burst = [a for f, a in zip(frames, advs, strict=True) if 6.2 <= f.t < 6.2 + 0.35]
+    assert len(burst) == 1 + REPEATS and len({a.seq for a in burst}) == 1  # one change, repeated
+    assert [bool(a.status2 & REPEAT) for a in burst] == [False] + [True] * REPEATS
+    assert all(a.status2 & MISMATCH for a in burst)
+    assert all(a.status == Status.SKIN_CONTACT for a in advs)  # status byte untouched
+    _check_protocol(frames)
+
+
+def test_unpaired_bracelet_says_nothing_and_pairing_decides() -> None:
+    tag = _tag(InfantBracelet, seed=31)
+    frames = _run(tag, 0.0, 2.0)
+    tag.meet(OTHER, 2.0)  # not paired yet: nothing to compare with
+    frames += _run(tag, 2.0, 4.0)
+    assert not tag.mismatch
+    tag.pair(OWN, 4.0)  # paired while OTHER is still in range: flagged at the pairing
+    frames += _run(tag, 4.0, 6.0)
+    tag.pair(OTHER, 6.0)  # re-paired with the mother in range (a corrected pairing): cleared
+    frames += _run(tag, 6.0, 8.0)
+    tag.meet([OTHER, THIRD], 8.0)
+    frames += _run(tag, 8.0, 10.0)
+    tag.pair(0, 10.0)  # discharged: unpaired, silent again
+    frames += _run(tag, 10.0, 12.0)
+    changes = _mismatch_at(frames)[1:]
+    assert [t for t, _ in changes] == pytest.approx([4.0, 6.0, 8.0, 10.0])
+    assert [on for _, on in changes] == [True, False, True, False]
+    _check_protocol(frames)
+
+
+def test_meeting_the_same_mothers_again_is_no_state_change() -> None:
+    tag = _tag(InfantBracelet, seed=32)
+    tag.pair(OWN, 0.0)
+    tag.meet(OTHER, 1.0)
+    seq = tag.seq
+    for t in (1.5, 2.0, 2.5):
+        tag.meet([OTHER], t)
+    assert tag.seq == seq and tag.mismatch
+    with pytest.raises(RtlsError, match="not a u32"):
+        tag.pair(-1, 3.0)
+    assert tag.paired_mother == OWN

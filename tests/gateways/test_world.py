@@ -206,3 +206,56 @@ def test_daily_activity_on_a_badge_raises_nothing(tmp_path: Path) -> None:
     sc = scenario_from_mapping(data, site=load_scenario(SCENARIOS["worker_fall"]).site)
     _, truth = _play(sc, tmp_path, "adl", 110.0)
     assert not [r for r in truth.records if str(r.get("event", "")).startswith("badge_")]
+
+
+def _mismatch_frames(world: World, serial: int, t_to: float) -> list[tuple[float, int]]:
+    """(time, status2) of the frames of ``serial`` heard by native gateways up to ``t_to``."""
+    out: list[tuple[float, int]] = []
+    t = world.t
+    while t < t_to:
+        t = round(t + 0.05, 9)
+        for routed in world.step(t).messages:
+            if routed.msg.topic.endswith("/obs"):
+                batch = decode_batch(routed.msg.payload)
+                body = batch.records["body"]
+                mine = body["serial"] == serial
+                times = (batch.times()[mine] - world.epoch).tolist()
+                out += list(zip(times, body["status2"][mine].astype(int).tolist(), strict=True))
+    return sorted(out)
+
+
+def test_bracelet_flags_a_foreign_mother_in_arms_not_one_beside_the_cot() -> None:
+    """Proximity is 3-D and short (~0.5 m): M05 standing beside B06's cot (0.6 m away, her tag
+    0.6 m above the cot) is not near; M05 holding B06 is. M01 holding her own B01: nothing."""
+    from gateways.scenario import scenario_from_mapping
+
+    data = {
+        "scenario": {"name": "mismatch", "duration_s": 80, "ambient": False, "seed": 7,
+                     "truth_interval_s": 0.5},
+        "events": [
+            {"at_s": 1, "action": "walk", "who": "M05", "to": {"tag": "B06"}},
+            {"at_s": 1, "action": "carry", "who": "M01", "tag": "B01", "to": {"tag": "B01"}},
+            {"at_s": 40, "action": "carry", "who": "M05", "tag": "B06", "to": {"tag": "B06"}},
+        ],
+    }  # fmt: skip
+    sc = scenario_from_mapping(data, site=load_scenario(SCENARIOS["abduction"]).site)
+    truth = Truth()
+    world = World(sc, truth=truth)
+    site = sc.site
+    for baby, mother in (("B01", "M01"), ("B06", "M06")):  # as the engine's admission does
+        assert world.downlink(baby, "pair", 0.0, mother=site.tag(mother).serial)
+    b06 = site.tag("B06").serial
+    before = _mismatch_frames(world, b06, 39.0)
+    pos = [r for r in truth.records if r["type"] == "position" and r["t"] >= 30.0]
+    m05 = {r["t"]: (r["x"], r["y"]) for r in pos if r["id"] == "M05"}
+    cot = {r["t"]: (r["x"], r["y"]) for r in pos if r["id"] == "B06"}
+    assert max(float(np.hypot(*np.subtract(m05[t], cot[t]))) for t in cot) < 1.0  # beside it
+    assert before and not any(f & Status2.MISMATCH for _, f in before)
+    after = _mismatch_frames(world, b06, 70.0)
+    events = [r for r in truth.records if r.get("event") == "bracelet_mismatch"]
+    assert [(e["tag"], e["near"]) for e in events] == [("B06", ["M05"])]  # never B01
+    flagged = [(t, f) for t, f in after if f & Status2.MISMATCH]
+    assert flagged and flagged[0][0] == pytest.approx(events[0]["t"], abs=0.02)
+    # set at once in a burst, and in every frame while she holds the baby
+    assert sum(1 for _, f in flagged if f & Status2.BURST_REPEAT) >= 1
+    assert all(f & Status2.MISMATCH for t, f in after if t > flagged[0][0])

@@ -31,7 +31,7 @@ from rtls.zones import ZoneMembership
 
 T0 = 1_767_225_600.0
 SKIN, TAMPER = 0x02, 0x01
-LOW_BATTERY = 0x01
+LOW_BATTERY, MISMATCH = 0x01, 0x10
 
 
 def rect(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
@@ -70,6 +70,7 @@ def site_data(**rules: Any) -> dict[str, Any]:
         {"id": "S2", "kind": "staff", "serial": 302},
         {"id": "REF1", "kind": "reference", "serial": 401, "home": "R1",
          "position": [2.0, 2.0, 1.0]},
+        {"id": "M2", "kind": "mother", "serial": 202},
     ]  # fmt: skip
     return {
         "site": {"id": "mini", "name": "Mini ward"},
@@ -116,15 +117,19 @@ def make_site(**rules: Any) -> Site:
 
 @dataclass
 class FakeWard:
-    """The three calls of rtls.ward.Ward the rules make."""
+    """The calls of rtls.ward.Ward the rules make."""
 
     bonded_tags: set[str] = field(default_factory=lambda: {"B1", "B2"})
     signed_out: dict[str, str] = field(default_factory=dict)  # baby -> escort tag
+    mothers: dict[str, str] = field(default_factory=lambda: {"B1": "M1"})  # baby -> mother tag
     code_pink_active: bool = False
     asked: list[tuple[str, frozenset[str]]] = field(default_factory=list)
 
     def bonded(self, tag_id: str) -> bool:
         return tag_id in self.bonded_tags
+
+    def mother_of(self, baby_tag: str) -> str | None:
+        return self.mothers.get(baby_tag)
 
     def exit_authorised(self, baby_tag: str, now: float, escort_near: set[str]) -> bool:
         self.asked.append((baby_tag, frozenset(escort_near)))
@@ -154,6 +159,7 @@ class Driver:
         self.down: set[str] = set()
         self.status: dict[str, int] = {t.id: SKIN for t in site.tags}
         self.battery: dict[str, int] = {t.id: 90 for t in site.tags}
+        self.status2: dict[str, int] = {}  # tag -> status2 flags sent (besides LOW_BATTERY)
         self.gw_last = np.full(len(site.gateways), np.nan)
         self.rd_last = np.full(len(site.door_readers), t0)
         self.log: list[Condition] = []
@@ -195,7 +201,8 @@ class Driver:
         tele["t"] = now - 0.1
         tele["tag"] = [self._tag[k] for k in heard_tags]
         tele["status"] = [self.status[k] for k in heard_tags]
-        tele["status2"] = [LOW_BATTERY if self.battery[k] < 0 else 0 for k in heard_tags]
+        tele["status2"] = [(LOW_BATTERY if self.battery[k] < 0 else 0) | self.status2.get(k, 0)
+                           for k in heard_tags]  # fmt: skip
         tele["battery"] = [max(self.battery[k], 0) for k in heard_tags]
         located = np.array([self._tag[k] for k in self.places if k not in self.silent], np.intp)
         rd = np.zeros(0, dtype=READ_DTYPE)

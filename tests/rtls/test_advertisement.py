@@ -116,7 +116,8 @@ def test_invalid_bodies_flagged_with_same_reason_vectorised() -> None:
         ({"serial": -1}, "out_of_range"),
         ({"serial": 2**32}, "out_of_range"),
         ({"seq": 65536}, "out_of_range"),
-        ({"status2": 0x10}, "reserved_bits"),
+        ({"status2": 0x20}, "reserved_bits"),
+        ({"status2": 0x80}, "reserved_bits"),
         ({"battery": 101}, "bad_battery"),
         ({"measured_power": 128}, "out_of_range"),
         ({"interval_ms": 150}, "bad_interval"),
@@ -139,6 +140,23 @@ def test_advertisement_coerces_plain_ints_to_enums() -> None:
     assert Status2.BURST_REPEAT in adv.status2
     assert adv.interval_s == pytest.approx(1.0)
     assert not adv.authenticated
+
+
+def test_status2_bit_4_is_mismatch_and_bits_5_to_7_stay_reserved() -> None:
+    adv = Advertisement(kind=TagKind.INFANT, serial=1, status2=Status2.MISMATCH)
+    body = bytearray(encode_body(adv))
+    assert body[8] == 0x10
+    assert Status2.MISMATCH in decode_body(bytes(body)).status2
+    rows = []
+    for bit in range(8):  # one status2 bit at a time
+        body[8] = 1 << bit
+        rows.append(bytes(body))
+    _, valid = decode_bodies(b"".join(rows))
+    assert valid.tolist() == [True] * 5 + [False] * 3
+    for row in rows[5:]:
+        with pytest.raises(PayloadError, match="bits 5-7") as info:
+            decode_body(row)
+        assert info.value.reason == "reserved_bits"
 
 
 def test_signed_portion_is_first_twelve_bytes() -> None:
@@ -229,7 +247,7 @@ advertisements = st.builds(
     serial=st.integers(0, 2**32 - 1),
     seq=st.integers(0, 2**16 - 1),
     status=st.integers(0, 255).map(Status),
-    status2=st.integers(0, 15).map(Status2),
+    status2=st.integers(0, 31).map(Status2),
     battery=st.none() | st.integers(0, 100),
     measured_power=st.integers(-128, 127),
     interval_ms=st.integers(1, 255).map(lambda u: u * 100),

@@ -19,7 +19,7 @@ from rtls.observations import OBS_DTYPE
 from rtls.site import load_site
 from rtls.track import TrackEstimate
 from rtls.zones import TRANSITION_DTYPE, Transitions
-from tests.rtls.rules_site import SKIN, T0, TAMPER, Driver, FakeWard, make_site
+from tests.rtls.rules_site import MISMATCH, SKIN, T0, TAMPER, Driver, FakeWard, make_site
 
 A = AlarmType
 SITE = make_site()
@@ -227,6 +227,54 @@ def test_tag_loose_is_not_added_to_a_tamper() -> None:
     assert d.types_raised() == {"tamper"}
 
 
+# -- mother-infant mismatch (the bracelet's flag) ------------------------------------------------
+def test_mismatch_flag_of_a_bonded_baby_raises_at_once_and_clears_after_the_hold() -> None:
+    d = settled(M2=(5.0, 3.0, 0))  # another mother tag, 1 m from B1's cot
+    d.status2["B1"] = d.status2["B3"] = MISMATCH  # B3's bracelet is not bonded: ignored
+    out = d.step()
+    (c,) = [c for c in out if c.type is A.MISMATCH]
+    assert (c.subject, c.active, c.t) == ("B1", True, d.t)
+    assert c.location == Location("F1", "R1", 4.0, 3.0, 1.0)  # where the baby is
+    assert c.detail["paired_mother"] == "M1"
+    # M1 (paired) stands closer, but only another mother can have set the flag
+    assert c.detail["mother"] == "M2"
+    assert c.detail["nearest_mothers"] == [{"tag": "M2", "distance_m": 1.0, "uncertainty_m": 1.0}]
+    d.status2["B1"] = 0
+    d.run(1)
+    d.status2["B1"] = MISMATCH  # a flicker: still one alarm
+    d.step()
+    d.status2["B1"] = 0
+    d.run(SITE.rules.infant.clear_hold_s - 0.5)
+    assert d.cleared(A.MISMATCH) == []
+    d.run(1)
+    assert [c.subject for c in d.cleared(A.MISMATCH)] == ["B1"]
+    assert [c.subject for c in d.raised(A.MISMATCH)] == ["B1"]
+
+
+def test_mismatch_names_the_likeliest_mothers_first_and_clears_on_discharge() -> None:
+    ward = FakeWard(mothers={"B2": "M2"})
+    d = settled(ward, B2=IN_R2, M2=(12.5, 3.0, 0))
+    d.status2["B2"] = MISMATCH
+    (c,) = [c for c in d.step() if c.type is A.MISMATCH]
+    assert c.detail["paired_mother"] == "M2"
+    assert [m["tag"] for m in c.detail["nearest_mothers"]] == ["M1"]  # the only other one
+    d.step(places={"M1": None})  # positions unknown: named by nobody, still raised once
+    assert len(d.raised(A.MISMATCH)) == 1
+    ward.bonded_tags.discard("B2")  # discharged: cleared at once
+    assert [c.subject for c in d.step() if c.type is A.MISMATCH and not c.active] == ["B2"]
+
+
+def test_mismatch_detail_follows_the_baby() -> None:
+    d = settled(M2=(5.0, 3.0, 0))
+    d.status2["B1"] = MISMATCH
+    d.step()
+    out = d.step(places={"B1": (4.0, 8.0, 0), "M2": (4.5, 8.0, 0)})  # carried into the corridor
+    (moved,) = [c for c in out if c.type is A.MISMATCH]
+    assert moved.active and moved.location is not None
+    assert (moved.location.x, moved.location.y) == (4.0, 8.0)
+    assert moved.detail["mother"] == "M2"  # the names from the raise are kept
+
+
 def test_low_battery_flag_or_percentage_with_hysteresis() -> None:
     d = settled()
     d.battery["B1"] = 15  # below 20 %
@@ -267,6 +315,24 @@ def test_loiter_after_the_zones_own_loiter_s_not_before() -> None:
     d.run(2 + SITE.rules.infant.clear_hold_s, places={"B1": CORRIDOR})
     assert len(d.cleared(A.LOITER, "B1")) == 1
     assert d.raised(A.EXIT) == []
+
+
+def test_loiter_clock_survives_a_short_absence_but_not_a_long_one() -> None:
+    loiter_s = SITE.zone("APPROACH").rules["loiter_s"]
+    hold = SITE.rules.infant.loiter_gap_s
+    d = settled()
+    d.step(places={"B1": APPROACH})
+    d.run(loiter_s - hold - 4.0)
+    d.run(hold - 2.0, places={"B1": CORRIDOR})  # out for less than loiter_gap_s
+    d.run(8.0, places={"B1": APPROACH})  # back: the clock counted from the first entry
+    (c,) = d.raised(A.LOITER)
+    assert c.t <= d.t
+    d2 = settled()
+    d2.step(places={"B1": APPROACH})
+    d2.run(loiter_s - hold - 4.0)
+    d2.run(hold + 3.0, places={"B1": CORRIDOR})  # really gone: the clock restarts
+    d2.run(loiter_s - 2.0, places={"B1": APPROACH})
+    assert d2.raised(A.LOITER) == []
 
 
 def test_loiter_by_a_signed_out_baby_with_its_escort_is_suppressed() -> None:

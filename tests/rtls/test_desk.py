@@ -1,4 +1,4 @@
-"""The alarm desk (rtls.desk): commands, admission, badge downlinks, meetings. Pure."""
+"""The alarm desk (rtls.desk): commands, admission, tag downlinks, the mismatch flag. Pure."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rtls.advertisement import Status
+from rtls.advertisement import Status, Status2
 from rtls.alarm import AlarmState, AlarmType
 from rtls.decode_result import TELEMETRY_DTYPE
 from rtls.desk import CommandError, Desk
 from rtls.engine import Engine, TickResult
+from rtls.errors import RtlsError
 from rtls.site import load_site
 from rtls.track import TrackEstimate
 
@@ -101,25 +102,63 @@ def test_broker_link_lost_is_raised_after_its_delay_and_clears() -> None:
     assert [tr.alarm.type for tr in cleared] == [AlarmType.BROKER_LINK_LOST]
 
 
-@pytest.mark.parametrize(("mother", "zone", "expect"), [
-    ("M05", "R101", True),     # another baby's mother held at B01's cot
-    ("M01", "R101", False),    # B01's own mother
-    ("M05", "L1-CORR", False),  # a meeting in the corridor is just passing by
-])  # fmt: skip
-def test_mother_held_at_the_wrong_baby_raises_mismatch(
-    mother: str, zone: str, expect: bool
-) -> None:
+def test_ward_acts_send_the_bracelet_its_pairing() -> None:
+    desk = Desk(SITE)
+    serial = {t.id: t.serial for t in SITE.tags}
+
+    def sent(name: str, **args: str) -> list[tuple[str, str, int, str | None]]:
+        out = desk.command(name, args, "nurse.anna", T0)
+        return [(d.tag, d.command, d.as_dict()["mother"], d.as_dict()["mother_tag"])
+                for d in out.downlinks]  # fmt: skip
+
+    assert sent("admit", baby="B01") == [("B01", "pair", 0, None)]  # clears a stale pairing
+    assert sent("pair", baby="B01", mother="M05") == [("B01", "pair", serial["M05"], "M05")]
+    assert sent("unpair", baby="B01", reason="wrong mother") == [("B01", "pair", 0, None)]
+    assert sent("pair", baby="B01", mother="M01") == [("B01", "pair", serial["M01"], "M01")]
+    with pytest.raises(RtlsError):  # refused: nothing is sent
+        desk.command("pair", {"baby": "B01", "mother": "M02"}, "nurse.anna", T0)
+    args = {"baby": "B01", "escort": "S01", "duration_s": 60.0, "reason": "imaging"}
+    assert desk.command("sign_out", args, "nurse.anna", T0).downlinks == []  # pairing unchanged
+    assert sent("return", baby="B01") == []
+    assert sent("discharge", baby="B01") == [("B01", "pair", 0, None)]
+    orders = Desk(SITE)
+    pairs = [d for name, args in orders.admission_orders()
+             for d in orders.command(name, args, "admission", T0).downlinks]  # fmt: skip
+    last = {d.tag: d.as_dict()["mother"] for d in pairs}  # the last word per bracelet
+    assert last["B01"] == serial["M01"] and last["B13"] == last["B11"] == serial["M11"]
+    assert set(last) == {t.id for t in SITE.tags if t.kind.value == "infant"}
+
+
+def _flagged(tag: str, status2: int, now: float) -> np.ndarray:
+    tele = np.zeros(1, dtype=TELEMETRY_DTYPE)
+    tele[0] = (now, 0, IDS.index(tag), int(now) & 0xFFFF, int(Status.SKIN_CONTACT), status2, 80,
+               14)  # fmt: skip
+    return tele
+
+
+def test_bracelet_mismatch_flag_raises_mismatch_at_the_baby_naming_the_mothers() -> None:
     desk = _admitted()
+    desk.command("discharge", {"baby": "B02"}, "nurse", T0)  # B02's bracelet is free now
     engine = Engine(SITE)
-    where = next(z for z in SITE.zones if z.id == zone)
-    cx, cy = np.mean(np.asarray(where.polygon, dtype=float), axis=0)
-    raised = []
-    for k in range(0, 25):  # 24 s together, 0.5 m apart
+    room = next(z for z in SITE.zones if z.id == "R101")
+    cx, cy = np.mean(np.asarray(room.polygon, dtype=float), axis=0)
+    placed = {"B01": ("R101", cx, cy), "M01": ("R101", cx + 0.2, cy),  # her own mother, closest
+              "M05": ("R101", cx + 0.5, cy), "M03": ("R101", cx + 3.0, cy)}  # fmt: skip
+    flag = int(Status2.MISMATCH)
+    changes = []
+    for k in range(0, 20):
         now = T0 + 100 + k
-        tick = _tick(engine, now, {"B01": (zone, cx, cy), mother: (zone, cx + 0.5, cy)})
-        raised += [tr for tr in desk.step(now, tick, None).transitions
-                   if tr.alarm.type is AlarmType.MISMATCH and tr.action == "raise"]  # fmt: skip
-    assert bool(raised) is expect
-    if expect:
-        assert raised[0].alarm.subject == "B01"
-        assert raised[0].t >= T0 + 100 + desk.meeting.hold_s  # held, not a glance
+        on = 2 <= k < 8
+        tele = np.concatenate([_flagged("B01", flag if on else 0, now),
+                               _flagged("B02", flag, now)])  # fmt: skip
+        out = desk.step(now, _tick(engine, now, placed, tele), None)
+        changes += [(tr.t - T0 - 100, tr.action, tr.alarm) for tr in out.transitions
+                    if tr.alarm.type is AlarmType.MISMATCH]  # fmt: skip
+    hold = SITE.rules.infant.clear_hold_s
+    assert [(t, action) for t, action, _ in changes] == [(2.0, "raise"), (8.0 + hold, "clear")]
+    alarm = changes[0][2]
+    assert alarm.subject == "B01" and alarm.location is not None
+    assert alarm.location.zone == "R101"  # located at the baby
+    assert alarm.detail["paired_mother"] == "M01"
+    assert alarm.detail["mother"] == "M05"  # the nearest other mother tag, best effort
+    assert [m["tag"] for m in alarm.detail["nearest_mothers"]][:2] == ["M05", "M03"]

@@ -109,14 +109,25 @@ def test_initial_guess_from_previous_fix_is_used_on_the_same_floor() -> None:
     np.testing.assert_allclose(other_floor.xy, cold.xy)  # previous fix on another floor: ignored
 
 
-def test_agrees_with_scipy_least_squares_on_the_same_cost() -> None:
+def huber(r: np.ndarray, scale: float) -> np.ndarray:
+    """Huber's ρ of residuals r with threshold ``scale``: r² inside, 2 scale |r| - scale² out."""
+    return np.asarray(r * r - np.maximum(np.abs(r) - scale, 0.0) ** 2)
+
+
+@pytest.mark.parametrize("robust_k", [None, 2.0, 1.5])
+def test_agrees_with_scipy_least_squares_on_the_same_cost(robust_k: float | None) -> None:
     anchors = grid_anchors()
     rng = np.random.default_rng(2)
     xy = rng.uniform(3, [27, 17], (40, 2))
     rssi = model_rssi(anchors, xy) + SIGMA * rng.standard_normal((40, 12))
     rssi[rng.random((40, 12)) < 0.2] = np.nan
-    fix = Locator(anchors, LocatorParams(iterations=20)).locate(rssi)
+    rssi[:, 4] += 15.0 * (rng.random(40) < 0.5)  # some outliers for Huber to tame
+    params = LocatorParams(iterations=20, robust_k=robust_k, censored=False)
+    fix = Locator(anchors, params).locate(rssi)
     g = anchors.xyz
+    # scipy's cost is ½ Σ ρ((r / f_scale)²) f_scale², its "huber" ρ with f_scale = k σ is ours
+    scale = np.inf if robust_k is None else robust_k * SIGMA
+    loss = "linear" if robust_k is None else "huber"
     for i in range(40):
         heard = np.isfinite(rssi[i])
 
@@ -124,10 +135,34 @@ def test_agrees_with_scipy_least_squares_on_the_same_cost() -> None:
             d = np.sqrt(((p - g[heard, :2]) ** 2).sum(axis=1) + (TAG_Z - g[heard, 2]) ** 2)
             return np.asarray(rssi[i, heard] - (P0 - 10 * N_EXP * np.log10(d)))
 
-        ref = least_squares(residual, fix.xy[i], bounds=([0, 0], [30, 20]))
-        cost_ours = float(np.sum(residual(fix.xy[i]) ** 2))
-        assert cost_ours <= 2 * ref.cost * (1 + 1e-5) + 1e-6  # scipy's cost is ½ Σ r²
+        ref = least_squares(
+            residual, fix.xy[i], bounds=([0, 0], [30, 20]), loss=loss,
+            f_scale=1.0 if robust_k is None else scale,
+        )  # fmt: skip
+        cost_ours = float(np.sum(huber(residual(fix.xy[i]), scale)))
+        assert cost_ours <= 2 * ref.cost * (1 + 1e-5) + 1e-6
         np.testing.assert_allclose(fix.xy[i], ref.x, atol=0.02)  # flat valleys: 1 cm apart
+        np.testing.assert_allclose(fix.residual_rms[i] ** 2 * heard.sum(), cost_ours, rtol=1e-3)
+
+
+def test_one_wild_link_moves_a_robust_fix_less() -> None:
+    """A still tag with one link 18 dB (4.5 σ) above the model (a wall the model misses, about
+    the issue-4 baby B14's case): the Gaussian fix follows that link, Huber's (k = 2) has the
+    link's pull bounded at k σ / 18 dB of it, so moves about half as far."""
+    anchors = grid_anchors()
+    xy = np.array([[14.0, 8.0]])
+    clean = model_rssi(anchors, xy)
+    wild = clean.copy()
+    gw = int(np.argsort(np.hypot(*(anchors.xyz[:, :2] - xy).T))[3])  # fourth-nearest gateway
+    wild[0, gw] += 18.0
+    move = {}
+    for k in (None, 2.0):
+        loc = Locator(anchors, LocatorParams(robust_k=k, censored=False, iterations=20))
+        assert np.hypot(*(loc.locate(clean).xy[0] - xy[0])) < 1e-3
+        fix = loc.locate(wild)
+        move[k] = float(np.hypot(*(fix.xy[0] - xy[0])))
+    assert move[None] > 1.5  # the squares follow the wild link
+    assert move[2.0] < 0.6 * move[None]  # Huber's bounded influence: 8 of 18 dB's pull
 
 
 def test_solver_gradient_and_hessians_match_finite_differences() -> None:

@@ -381,3 +381,45 @@ def test_exit_zones_are_entered_and_named_when_more_likely_than_not() -> None:
     named = INDEX.smallest(f.named(membership.inside))
     assert membership.inside[0, ZONE["EXIT"]] and named[0] == ZONE["EXIT"]
     assert not membership.inside[1, [ZONE["A"], ZONE["B"]]].any() and named[1] == ZONE["WARD"]
+
+
+def test_huber_log_likelihood_equals_the_direct_sum_over_links() -> None:
+    """The robust likelihood (matrix product plus the excess over Huber's loss on the heard
+    links) equals -½ Σ ρ((y - m)/√v) + the censored terms + log share computed point by point."""
+    f = _filter()
+    fm = f._floors[0]
+    rng = np.random.default_rng(5)
+    g = len(fm.gateways)
+    y = _model_rssi((6.0, 2.0))[None, :] + rng.normal(0.0, 8.0, (3, g))
+    y[rng.random((3, g)) < 0.3] = np.nan
+    var = rng.uniform(10.0, 40.0, (3, g))
+    silent = ~np.isfinite(y) & (rng.random((3, g)) < 0.5)
+    weight = np.array([1.0, 0.5, 0.8])
+    k = 1.5
+    ll = RoomFilter._log_likelihood(fm, y, var, silent, weight, k)
+    m, log_silent, log_share = fm.terms[:, :g], fm.terms[:, 2 * g : 3 * g], fm.terms[:, -1]
+    u = np.abs(y[None, :, :] - m[:, None, :]) / np.sqrt(var)[None]  # (C, K, G)
+    rho = np.where(u <= k, u * u, 2 * k * u - k * k)
+    ref = -0.5 * np.nansum(rho, axis=2) + (silent[None] * log_silent[:, None, :]).sum(axis=2)
+    ref = ref * weight[None, :] + log_share[:, None]
+    const = -0.5 * np.nansum(y * y / var, axis=1) * weight  # left out by the product
+    np.testing.assert_allclose(ll + const[None, :], ref, rtol=1e-9, atol=1e-7)
+
+
+def test_one_wild_link_costs_a_robust_room_posterior_less() -> None:
+    """A tag in room A, one link 18 dB (4.5 σ) above the model (a wall the model misses): the
+    log-odds of room A after one reading fall less under Huber's loss than under the squares
+    (Huber's bound on a link's influence; by about a quarter at 4.5 σ with k = 2)."""
+    drop = {}
+    for k in (None, 2.0):
+        log_odds = []
+        for wild in (0.0, 18.0):
+            rssi = _model_rssi((7.0, 2.0))
+            rssi[3] += wild  # G3 at (17, 3), in room B
+            f = _filter(RoomParams(robust_k=k))
+            _read(f, 0.0, 0, rssi)
+            p = float(f.zone_probability()[0, ZONE["A"]])
+            log_odds.append(np.log(p / (1.0 - p)))
+        drop[k] = log_odds[0] - log_odds[1]
+    assert drop[None] > 5.0  # the squares: the wild link is strong evidence against room A
+    assert drop[2.0] < 0.85 * drop[None]

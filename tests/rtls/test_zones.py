@@ -312,7 +312,8 @@ def test_per_zone_dwell_overrides_from_the_site() -> None:
     enter, leave = zone_dwells(site, 1.0)
     col = index.column
     assert (enter[col("R102")], leave[col("R102")]) == (5.0, 5.0)
-    assert (enter[col("E1")], leave[col("E1")]) == (0.0, 1.0)  # the zone's exit_dwell_s
+    e1 = float(site.zone("E1").rules["exit_dwell_s"])
+    assert (enter[col("E1")], leave[col("E1")]) == (e1, 1.0)  # the zone's exit_dwell_s
     assert (enter[col("E2")], leave[col("E2")]) == (2.0, 1.0)  # [rules.infant] exit_dwell_s
     assert (enter[col("R101")], leave[col("R101")]) == (1.0, 1.0)
 
@@ -321,7 +322,7 @@ def test_per_zone_dwell_overrides_from_the_site() -> None:
     for i in range(1, 40):  # tag 0 into R102, tag 1 into exit E1, tag 2 into exit E2
         trace.step(T0 + i * TICK, {0: (16.5, 4.0, 0), 1: (9.5, 11.0, 0), 2: (64.5, 11.0, 0)})
     detected = {(g, index.ids[z]): at - T0 for g, z, _, at in trace.entered if at > T0}
-    assert detected == {(0, "R102"): TICK + 5.0, (1, "E1"): TICK, (2, "E2"): TICK + 2.0}
+    assert detected == {(0, "R102"): TICK + 5.0, (1, "E1"): TICK + e1, (2, "E2"): TICK + 2.0}
 
 
 def test_bad_dwell_in_the_site_names_the_zone() -> None:
@@ -354,11 +355,14 @@ def test_a_very_uncertain_tag_deep_in_a_small_zone_still_enters() -> None:
     r = np.full(N_TAGS, 10.0)
     trace.step(T0, {0: (6.0, 11.0, 0)}, uncertainty=r)  # lobby
     trace.step(T0 + TICK, {0: (9.5, 11.0, 0)}, uncertainty=r)  # centre of exit zone E1
+    dwell = float(SITE.zone("E1").rules["exit_dwell_s"])
+    trace.step(T0 + TICK + dwell + TICK, {0: (9.5, 11.0, 0)}, uncertainty=r)  # past its dwell
     assert "E1" in trace.zones_entered(0)
     # a fixed entry margin wider than a zone is capped the same way
     wide = Trace(ZoneMembership.from_site(SITE, INDEX, Hysteresis(margin_in=3.0)))
     wide.step(T0, {0: (6.0, 11.0, 0)})
     wide.step(T0 + TICK, {0: (9.5, 11.0, 0)})
+    wide.step(T0 + TICK + dwell + TICK, {0: (9.5, 11.0, 0)})
     assert "E1" in wide.zones_entered(0)
 
 
