@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from rtls.actuators import Actuators, Command
 from rtls.alarm import (
@@ -72,6 +73,8 @@ class Desk:
         self.ward = Ward(site)
         self.workers = LoneWorkers(site)
         self.actuators = Actuators(site)
+        self._tag_ids = tuple(t.id for t in site.tags)
+        self._staff = np.flatnonzero([t.kind is TagKind.STAFF for t in site.tags])
         self._commands: dict[str, Callable[[Mapping[str, Any], str, float], DeskOutput]] = {
             "acknowledge": self._acknowledge, "resolve": self._resolve, "shelve": self._shelve,
             "admit": self._admit, "pair": self._pair, "unpair": self._unpair,
@@ -243,6 +246,18 @@ class Desk:
                 free.remove(mother)
             orders.append(("pair", {"baby": baby.id, "mother": mother}))
         return orders
+
+    def visible(self, now: float) -> NDArray[np.bool_]:
+        """(N,) tags whose position may be published: every tag but the staff badges, which
+        only while their worker is in pre-alarm or alarm or has an open alarm (DOMAIN.md,
+        CNIL; ``[rules.staff] show_position`` makes them always visible)."""
+        out = np.ones(len(self._tag_ids), dtype=bool)
+        worker_alarm = {a.subject for a in self.book.alarms.values()
+                        if CATALOGUE[a.type].category is Category.WORKER}  # fmt: skip
+        for i in self._staff.tolist():
+            tag = self._tag_ids[i]
+            out[i] = self.workers.position_visible(tag, now, open_alarm=tag in worker_alarm)
+        return out
 
     # -- persistence -----------------------------------------------------------------------------
     def documents(self) -> dict[str, dict[str, Any]]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 import numpy as np
+from numpy.typing import NDArray
 
 from rtls import topics
 from rtls.actuators import STATE_FILTER
@@ -50,13 +51,17 @@ class ServiceStats:
     tick_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
-def positions_payload(engine: Engine, result: TickResult) -> bytes:
-    """JSON of the tags located this tick: id, x, y, floor, zone, uncertainty, known."""
+def positions_payload(
+    engine: Engine, result: TickResult, visible: NDArray[np.bool_] | None = None
+) -> bytes:
+    """JSON of the tags located this tick: id, x, y, floor, zone, uncertainty, known.
+    ``visible`` (N,): only those tags (a lone worker's position is private outside alarms)."""
     site = engine.site
     est = result.estimate
     unc = est.uncertainty
     rows = []
-    for i in result.located.tolist():
+    located = result.located if visible is None else result.located[visible[result.located]]
+    for i in located.tolist():
         known = bool(est.known[i])
         z = int(result.zone[i])
         rows.append(
@@ -226,7 +231,9 @@ class EngineService:
                 if client is None:
                     continue
                 if len(result.located):
-                    await client.publish(POSITIONS_TOPIC, positions_payload(self.engine, result))
+                    visible = self.alarms.desk.visible(now) if self.alarms is not None else None
+                    body = positions_payload(self.engine, result, visible)
+                    await client.publish(POSITIONS_TOPIC, body)
                 if loop.time() >= next_health:
                     next_health = loop.time() + HEALTH_INTERVAL_S
                     await client.publish(HEALTH_TOPIC, self.health_payload(), retain=True)

@@ -162,3 +162,22 @@ def test_bracelet_mismatch_flag_raises_mismatch_at_the_baby_naming_the_mothers()
     assert alarm.detail["paired_mother"] == "M01"
     assert alarm.detail["mother"] == "M05"  # the nearest other mother tag, best effort
     assert [m["tag"] for m in alarm.detail["nearest_mothers"]][:2] == ["M05", "M03"]
+
+
+def test_a_workers_position_is_published_only_while_in_alarm() -> None:
+    desk = _admitted()
+    engine = Engine(SITE)
+    w, b = IDS.index("W02"), IDS.index("B01")
+    vis = desk.visible(T0)
+    assert vis[b] and not vis[w]  # babies always; a lone worker is private outside alarms
+    tele = np.zeros(1, dtype=TELEMETRY_DTYPE)
+    tele[0] = (T0 + 1, 0, w, 7, int(Status.SOS), 0, 80, 20)
+    (sos,) = [tr for tr in desk.step(T0 + 1, _tick(engine, T0 + 1, {}, tele), None).transitions
+              if tr.alarm.type is AlarmType.SOS]  # fmt: skip
+    assert desk.visible(T0 + 1)[w]
+    desk.command("acknowledge", {"alarm": sos.alarm_id}, "sec", T0 + 2)
+    desk.command("resolve", {"alarm": sos.alarm_id, "outcome": "test", "comment": "drill"},
+                 "sec", T0 + 3)  # fmt: skip
+    tele[0] = (T0 + 4, 0, w, 8, 0, 0, 80, 20)  # the badge reset (downlink): no alarm flags
+    desk.step(T0 + 4, _tick(engine, T0 + 4, {}, tele), None)
+    assert not desk.visible(T0 + 4)[w]
