@@ -276,14 +276,18 @@ def test_tag_loose_after_tag_loose_s_but_not_for_a_nappy_change(tags: Played) ->
     assert tags.subjects(A.TAG_LOOSE) == {"B09"}  # B10 was off skin for 6 s only
 
 
-def test_infant_tag_silent_after_supervision_s_with_high_priority(tags: Played) -> None:
-    (quiet,) = tags.at("tag_silent", "B08")
-    ir = tags.site.rules.infant
-    t = tags.first(A.TAG_SILENT, "B08")
+def _silent_after_supervision(played: Played, tag: str, kind: str, priority: Priority) -> None:
+    (quiet,) = played.at("tag_silent", tag)
+    rules = played.site.rules.for_kind(kind)
+    t = played.first(A.TAG_SILENT, tag)
     # counted from its last heartbeat, at most one heartbeat before it went silent
-    assert quiet + ir.supervision_s - ir.heartbeat_s - TICK_S <= t
-    assert t <= quiet + ir.supervision_s + 2 * TICK_S
-    assert tags.raise_of(A.TAG_SILENT, "B08").priority is Priority.HIGH
+    assert quiet + rules.supervision_s - rules.heartbeat_s - TICK_S <= t
+    assert t <= quiet + rules.supervision_s + 2 * TICK_S
+    assert played.raise_of(A.TAG_SILENT, tag).priority is priority
+
+
+def test_infant_tag_silent_after_supervision_s_with_high_priority(tags: Played) -> None:
+    _silent_after_supervision(tags, "B08", "infant", Priority.HIGH)
 
 
 def test_restricted_zone_on_entering_the_utility_room(tags: Played) -> None:
@@ -429,12 +433,7 @@ def test_check_in_missed_at_the_due_time_not_while_checking_in(workers: Played) 
 
 
 def test_badge_silent_after_supervision_s_with_medium_priority(workers: Played) -> None:
-    (quiet,) = workers.at("tag_silent", "W13")
-    sr = workers.site.rules.staff
-    t = workers.first(A.TAG_SILENT, "W13")
-    assert quiet + sr.supervision_s - sr.heartbeat_s - TICK_S <= t
-    assert t <= quiet + sr.supervision_s + 2 * TICK_S
-    assert workers.raise_of(A.TAG_SILENT, "W13").priority is Priority.MEDIUM
+    _silent_after_supervision(workers, "W13", "staff", Priority.MEDIUM)
 
 
 def test_gateway_silent_after_power_loss_not_after_a_5_s_reboot(workers: Played) -> None:
