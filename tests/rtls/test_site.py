@@ -137,8 +137,8 @@ def test_tag_interval_defaults_by_kind() -> None:
             r"door_readers\[0\] \(id 'DR-E1'\): door 'D-E9' is not defined",
         ),
         (
-            "rules = { exit_dwell_s = 3.0, loiter_s = 60.0 }",
-            "rules = { exit_dwel_s = 3.0, loiter_s = 60.0 }",
+            "rules = { exit_dwell_s = 10.0, loiter_s = 60.0 }",
+            "rules = { exit_dwel_s = 10.0, loiter_s = 60.0 }",
             r"zones\[\d+\] \(id 'E1'\): unknown rule override 'exit_dwel_s'",
         ),
     ],

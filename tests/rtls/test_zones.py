@@ -319,7 +319,7 @@ def test_per_zone_dwell_overrides_from_the_site() -> None:
 
     trace = Trace(ZoneMembership.from_site(site, index))
     trace.step(T0, {0: (12.0, 11.0, 0), 1: (30.0, 11.0, 0), 2: (60.0, 11.0, 0)})
-    for i in range(1, 40):  # tag 0 into R102, tag 1 into exit E1, tag 2 into exit E2
+    for i in range(1, 80):  # tag 0 into R102, tag 1 into exit E1, tag 2 into exit E2
         trace.step(T0 + i * TICK, {0: (16.5, 4.0, 0), 1: (9.5, 11.0, 0), 2: (64.5, 11.0, 0)})
     detected = {(g, index.ids[z]): at - T0 for g, z, _, at in trace.entered if at > T0}
     assert detected == {(0, "R102"): TICK + 5.0, (1, "E1"): TICK + e1, (2, "E2"): TICK + 2.0}
