@@ -14,6 +14,7 @@ and counted in ``stats.store_errors``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import deque
@@ -67,6 +68,13 @@ class AlarmShell:
         self._unannounced: deque[DeskOutput] = deque(maxlen=MAX_UNANNOUNCED)
         self.site_id = desk.site.model.site.id
         self.on_commit: Callable[[DeskOutput], None] | None = None  # e.g. the demo's printout
+        # called with each output once it is committed, before MQTT (e.g. the console server);
+        # observers must not block: they queue and return
+        self.observers: list[Callable[[DeskOutput], None]] = []
+        # the tick loop and console commands settle concurrently: one at a time, in the order
+        # the desk made the outputs (asyncio.Lock is FIFO and the desk call and the acquire
+        # happen without a yield in between)
+        self.lock = asyncio.Lock()  # also held by readers that must see committed state
 
     async def restore(self) -> int:
         """Load what the store kept (after a restart); returns the number of open alarms."""
@@ -85,12 +93,14 @@ class AlarmShell:
     async def link(self, pub: Publisher | None, now: float, up: bool) -> None:
         """The broker link changed; on ``up`` the waiting outputs and the retained state go
         out."""
-        await self.settle(pub if up else None, self.desk.link(now, up), now)
-        if up and pub is not None:
-            await self.flush(pub)
-            for a in self.desk.book.active():
-                await pub.publish(topics.alarm_state(a.id), _dumps(a.as_dict()), qos=1,
-                                  retain=True)  # fmt: skip
+        out = self.desk.link(now, up)
+        async with self.lock:
+            await self._settle(pub if up else None, out, now)
+            if up and pub is not None:
+                await self._flush(pub)
+                for a in self.desk.book.active():
+                    await pub.publish(topics.alarm_state(a.id), _dumps(a.as_dict()), qos=1,
+                                      retain=True)  # fmt: skip
 
     async def door_report(self, pub: Publisher | None, topic: str, payload: bytes) -> None:
         """A door / elevator controller's retained state message."""
@@ -144,15 +154,22 @@ class AlarmShell:
 
     # -- commit, then announce -------------------------------------------------------------------
     async def settle(self, pub: Publisher | None, out: DeskOutput, now: float) -> None:
+        """Commit ``out``, tell the observers, then announce it (if ``pub``)."""
+        async with self.lock:
+            await self._settle(pub, out, now)
+
+    async def _settle(self, pub: Publisher | None, out: DeskOutput, now: float) -> None:
         if out.empty:
             return
         self._uncommitted.append(out)
         await self._commit_pending(now)
         if self.on_commit is not None:
             self.on_commit(out)
+        for observer in self.observers:
+            observer(out)
         self._unannounced.append(out)
         if pub is not None:
-            await self.flush(pub)
+            await self._flush(pub)
 
     async def _commit_pending(self, now: float) -> None:
         while self._uncommitted:
@@ -170,10 +187,15 @@ class AlarmShell:
     async def retry(self, now: float) -> None:
         """Retry commits that failed (called every tick)."""
         if self._uncommitted:
-            await self._commit_pending(now)
+            async with self.lock:
+                await self._commit_pending(now)
 
     async def flush(self, pub: Publisher) -> None:
         """Publish what waits, oldest first; stops (keeping the rest) if the link drops."""
+        async with self.lock:
+            await self._flush(pub)
+
+    async def _flush(self, pub: Publisher) -> None:
         while self._unannounced:
             out = self._unannounced[0]
             try:

@@ -5,6 +5,7 @@ rtls site check [SITE.toml]    validate a site file and summarise it
 rtls simulate ...              the gateway/tag simulator (same as ``rtls-gateways run``)
 rtls engine --broker H:P       the engine service: locate, alarms, store (docs/engine.md)
 rtls audit verify --db PATH    check the audit trail's hash chain (docs/audit.md)
+rtls users add|passwd|disable|enable|list --db PATH   console users (docs/users.md)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import contextlib
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,8 @@ from rtls.errors import RtlsError
 from rtls.site import Site, load_site
 
 if TYPE_CHECKING:
+    from rtls.service.alarms import AlarmShell
+    from rtls.service.console import ConsoleConfig, ConsoleServer
     from rtls.service.engine import EngineService
 
 
@@ -137,15 +140,31 @@ def cmd_engine(args: argparse.Namespace) -> int:
     if not host or not port.isdigit():
         raise RtlsError(f"--broker must be HOST:PORT, got {args.broker!r}")
     key = _read_key(args.audit_key_file) if args.audit_key_file else None
+    console = _console_config(args)
     print(f"rtls engine: site {site.id!r}, broker {args.broker}, tick {args.tick} s, "
           f"alarm store {args.db}", flush=True)  # fmt: skip
     try:
         asyncio.run(run_engine(site, host, int(port), tick_s=args.tick, db=Path(args.db),
                                audit_key=key, commands=args.commands,
-                               admit_all=args.admit_all))  # fmt: skip
+                               admit_all=args.admit_all, console=console))  # fmt: skip
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _console_config(args: argparse.Namespace) -> ConsoleConfig | None:
+    """``--console HOST:PORT`` (and TLS, session TTL) as a console configuration."""
+    from rtls.service.console import ConsoleConfig, load_ssl
+
+    if not args.console:
+        return None
+    chost, _, cport = args.console.rpartition(":")
+    if not chost or not cport.isdigit():
+        raise RtlsError(f"--console must be HOST:PORT, got {args.console!r}")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise RtlsError("--tls-cert and --tls-key go together")
+    tls = load_ssl(args.tls_cert, args.tls_key) if args.tls_cert else None
+    return ConsoleConfig(host=chost, port=int(cport), ssl=tls, session_ttl_s=args.session_ttl)
 
 
 def _read_key(path: str) -> bytes:
@@ -159,9 +178,13 @@ async def run_engine(
     site: Site, host: str, port: int, *, tick_s: float = 0.25, db: Path,
     audit_key: bytes | None = None, commands: bool = False, admit_all: bool = False,
     ready: Callable[[EngineService], None] | None = None,
+    console: ConsoleConfig | None = None,
+    console_ready: Callable[[ConsoleServer], Awaitable[None] | None] | None = None,
 ) -> None:  # fmt: skip
     """The engine service with its alarm desk and store, until cancelled. Restores the open
-    alarms, ward and timers the store kept (after a crash or a restart)."""
+    alarms, ward and timers the store kept (after a crash or a restart). ``console``: also
+    serve the console (docs/console-api.md), users from the same database (docs/users.md);
+    ``console_ready`` is called once it listens."""
     import asyncio
     import time
 
@@ -185,11 +208,33 @@ async def run_engine(
         service = EngineService(engine, host, port, alarms=shell, commands=commands)
         if ready is not None:
             ready(service)
-        try:
-            await service.run()
-        except asyncio.CancelledError:
-            service.stop()
-            raise
+        async with contextlib.AsyncExitStack() as stack:
+            if console is not None:
+                server = await _start_console(stack, service, shell, db, audit_key, console)
+                if console_ready is not None:
+                    pending = console_ready(server)
+                    if pending is not None:
+                        await pending
+            try:
+                await service.run()
+            except asyncio.CancelledError:
+                service.stop()
+                raise
+
+
+async def _start_console(
+    stack: contextlib.AsyncExitStack, service: EngineService, shell: AlarmShell, db: Path,
+    audit_key: bytes | None, config: ConsoleConfig,
+) -> ConsoleServer:  # fmt: skip
+    from rtls.service.accounts import Accounts
+    from rtls.service.console import ConsoleServer
+
+    accounts = await stack.enter_async_context(await Accounts.open(db, audit_key=audit_key))
+    server = ConsoleServer(service, shell, accounts, config)
+    await server.start()
+    stack.push_async_callback(server.close)
+    print(f"rtls engine: console at {server.url}", flush=True)
+    return server
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -286,6 +331,106 @@ def _engine_in_background(host: str, port: int, workdir: Path) -> Iterator[None]
         thread.join(timeout=10)
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    """``rtls users add|passwd|disable|enable|list``: console accounts (docs/users.md); every
+    change is written to the store's audit trail as ``cli:<login name>``."""
+    import asyncio
+
+    return asyncio.run(_users(args))
+
+
+async def _users(args: argparse.Namespace) -> int:
+    import getpass
+    import time
+
+    from rtls.service.accounts import Accounts
+    from rtls.service.store import AlarmStore
+    from rtls.users import User, UserError, check_name, check_scopes, parse_role, ward_ids
+
+    what, db = args.users_command, Path(args.db)
+    if what != "add" and not db.is_file():
+        raise RtlsError(f"{db}: no such database file")
+    key = _read_key(args.audit_key_file) if args.audit_key_file else None
+    if what == "list":
+        async with await Accounts.open(db, audit_key=key) as accounts:
+            users = await accounts.list()
+        rows = [("name", "role", "scopes", "disabled", "display")] + [
+            (u.name, u.role.value, ",".join(sorted(u.scopes)), "yes" if u.disabled else "no",
+             u.display) for u in users]  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[4])
+        return 0
+    wards: tuple[str, ...] = ()
+    check_name(args.name)
+    if what == "add":  # everything checked before a password is asked for
+        wards = ward_ids(load_site(args.site))
+        if not args.scopes:
+            raise RtlsError(f"--scope is required: a ward ({', '.join(wards) or 'none'}) or '*' "
+                            "for the whole site")  # fmt: skip
+        parse_role(args.role)
+        check_scopes(args.scopes, wards)
+    try:
+        login = getpass.getuser()
+    except (OSError, KeyError, ImportError):
+        login = "unknown"
+    async with await Accounts.open(db, audit_key=key) as accounts:
+        exists = await accounts.get(args.name) is not None
+        if exists != (what != "add"):
+            raise UserError(f"user {args.name!r} already exists" if exists
+                            else f"no such user {args.name!r}")  # fmt: skip
+        password = _users_password(args) if what in ("add", "passwd") else ""
+        user: User
+        detail: dict[str, object] = {}
+        if what == "add":
+            user = await accounts.add(args.name, args.role, args.scopes, password,
+                                      args.display or "", wards=wards)  # fmt: skip
+            detail = {"role": user.role.value, "scopes": sorted(user.scopes),
+                      "display": user.display}  # fmt: skip
+        elif what == "passwd":
+            user = await accounts.set_password(args.name, password)
+        elif what == "disable":
+            user = await accounts.disable(args.name)
+        else:
+            user = await accounts.enable(args.name)
+    event = {"actor": f"cli:{login}", "action": f"user.{what}", "subject": user.name,
+             "detail": detail, "t": time.time()}  # fmt: skip
+    try:
+        async with await AlarmStore.open(db, audit_key=key) as store:
+            await store.commit(events=[event])
+    except RtlsError as exc:
+        raise RtlsError(f"user {user.name!r}: {what} done, but NOT audited: {exc}") from exc
+    print(f"rtls users: {what} {user.name} ({user.role.value}, "
+          f"{','.join(sorted(user.scopes))}{', disabled' if user.disabled else ''}); audited")
+    return 0
+
+
+def _users_password(args: argparse.Namespace) -> str:
+    """The new password: ``--password-file`` (first line), env RTLS_PASSWORD, or typed twice."""
+    import getpass
+    import os
+
+    from rtls.users import check_password
+
+    if args.password_file:
+        try:
+            text = Path(args.password_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RtlsError(f"{args.password_file}: cannot read: {exc.strerror or exc}") from exc
+        return check_password(text.splitlines()[0] if text else "")
+    if os.environ.get("RTLS_PASSWORD"):
+        return check_password(os.environ["RTLS_PASSWORD"])
+    try:
+        first = check_password(getpass.getpass(f"new password for {args.name}: "))
+        again = getpass.getpass("again: ")
+    except EOFError as exc:
+        raise RtlsError("no password given (type it, or use --password-file / RTLS_PASSWORD)"
+                        ) from exc  # fmt: skip
+    if first != again:
+        raise RtlsError("the two passwords differ; nothing changed")
+    return first
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rtls", description="Real-time location and alarm system")
     sub = p.add_subparsers(dest="command", required=True)
@@ -323,6 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="admit every infant tag and pair it by home room (demo, tests)",
     )
+    eng.add_argument("--console", help="serve the console on HOST:PORT (docs/console-api.md)")
+    eng.add_argument("--tls-cert", help="PEM certificate: serve the console over HTTPS/WSS")
+    eng.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    eng.add_argument("--session-ttl", type=float, default=900.0,
+                     help="console session lifetime in seconds (renewed by the page)")  # fmt: skip
     eng.set_defaults(func=cmd_engine)
     cal = sub.add_parser("calibrate", help="fit gateways' P0 and n from reference tags")
     cal.add_argument("--site", help="site TOML (default: the shipped example)")
@@ -338,6 +488,27 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("--key-file", help="the site's audit key (HMAC-chained trails)")
     av.add_argument("--head", help="an anchored head SEQ:HASH the chain must contain")
     av.set_defaults(func=cmd_audit_verify)
+    us = sub.add_parser("users", help="console users (docs/users.md)")
+    usub = us.add_subparsers(dest="users_command", required=True)
+    ucommon = argparse.ArgumentParser(add_help=False)
+    ucommon.add_argument("--db", required=True, help="the alarm store's SQLite file")
+    ucommon.add_argument("--audit-key-file", help="the site's audit key (HMAC-chained trails)")
+    upass = argparse.ArgumentParser(add_help=False)
+    upass.add_argument("--password-file", help="read the password from this file's first line "
+                       "(else env RTLS_PASSWORD, else typed twice)")  # fmt: skip
+    ua = usub.add_parser("add", parents=[ucommon, upass], help="create a user")
+    ua.add_argument("name", help="login name: a-z, 0-9, '.', '_', '-' (2 to 32)")
+    ua.add_argument("--role", required=True, help="nurse, security, technician or admin")
+    ua.add_argument("--scope", dest="scopes", action="append", default=[],
+                    help="a ward (secure_perimeter zone id), repeatable; '*': the whole site")
+    ua.add_argument("--display", help="the name shown in the console")
+    ua.add_argument("--site", help="site TOML whose wards scopes name (default: the example)")
+    up = usub.add_parser("passwd", parents=[ucommon, upass], help="set a user's password")
+    up.add_argument("name")
+    for verb, text in (("disable", "refuse a user's logins"), ("enable", "allow them again")):
+        usub.add_parser(verb, parents=[ucommon], help=text).add_argument("name")
+    usub.add_parser("list", parents=[ucommon], help="the users (never their hashes)")
+    us.set_defaults(func=cmd_users)
     return p
 
 

@@ -115,6 +115,14 @@ class EngineService:
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self.on_tick: Callable[[TickResult], None] | None = None
+        # called every tick, broker or not, with (now, result, positions JSON or None): e.g.
+        # the console server; observers must not block
+        self.tick_observers: list[Callable[[float, TickResult, bytes | None], None]] = []
+
+    @property
+    def client(self) -> aiomqtt.Client | None:
+        """The connected MQTT client (None while the broker is away)."""
+        return self._client
 
     def stop(self) -> None:
         self._stopping.set()
@@ -228,11 +236,15 @@ class EngineService:
                     await self.alarms.retry(now)
                     await self.alarms.after_tick(client, now, result, self.engine.decoder.counters)
                     await self._handle_control(client)
-                if client is None:
-                    continue
-                if len(result.located):
+                body = None
+                if len(result.located) and (client is not None or self.tick_observers):
                     visible = self.alarms.desk.visible(now) if self.alarms is not None else None
                     body = positions_payload(self.engine, result, visible)
+                for observer in self.tick_observers:
+                    observer(now, result, body)
+                if client is None:
+                    continue
+                if body is not None:
                     await client.publish(POSITIONS_TOPIC, body)
                 if loop.time() >= next_health:
                     next_health = loop.time() + HEALTH_INTERVAL_S

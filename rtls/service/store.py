@@ -394,6 +394,14 @@ class AlarmStore:
                 "WHERE t BETWEEN ? AND ? ORDER BY seq", (t0, t1))  # fmt: skip
         return [_record_from_row(tuple(r)) for r in rows]
 
+    async def audit_latest(self, limit: int) -> list[AuditRecord]:
+        """The ``limit`` newest audit records, oldest first (the console's audit view)."""
+        with self._errors("cannot read the audit trail"):
+            rows = await self.db.execute_fetchall(
+                "SELECT seq, t, actor, action, subject, detail, prev, hash FROM audit "
+                "ORDER BY seq DESC LIMIT ?", (max(0, int(limit)),))  # fmt: skip
+        return [_record_from_row(tuple(r)) for r in reversed(list(rows))]
+
 
 def verify_database(
     path: str | Path, key: bytes | None = None, head: tuple[int, str] | None = None

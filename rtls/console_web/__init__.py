@@ -1,0 +1,1 @@
+"""The console page and its assets, served as is by rtls.service.console (no build step)."""

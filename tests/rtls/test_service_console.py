@@ -1,0 +1,245 @@
+"""The console server end to end: real Mosquitto, real SQLite + argon2 accounts, the engine and
+console in one process, real WebSocket clients (websockets) and HTTP (urllib)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from rtls.advertisement import Status
+from rtls.service.broker import MosquittoBroker
+from rtls.service.store import verify_database
+from tests.console_harness import PASSWORD, ConsoleHarness
+
+
+@pytest.fixture
+def console(fresh_mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[ConsoleHarness]:
+    with ConsoleHarness(fresh_mosquitto.port, tmp_path) as h:
+        yield h
+
+
+class Client:
+    """A WebSocket console client that keeps every message it receives."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.messages: list[dict[str, Any]] = []
+        self._next = 0
+
+    async def request(self, **req: Any) -> dict[str, Any]:
+        self._next += 1
+        req["id"] = self._next
+        await self.ws.send(json.dumps(req))
+        return await self.wait(lambda m: m.get("type") == "reply" and m.get("id") == req["id"])
+
+    async def wait(self, pred: Callable[[dict[str, Any]], bool],
+                   timeout: float = 10.0) -> dict[str, Any]:  # fmt: skip
+        for m in self.messages:
+            if pred(m):
+                return m
+
+        async def loop() -> dict[str, Any]:
+            while True:
+                m = json.loads(await self.ws.recv())
+                self.messages.append(m)
+                if pred(m):
+                    return m
+
+        return await asyncio.wait_for(loop(), timeout)
+
+
+async def _login(url: str, user: str, password: str = PASSWORD) -> tuple[Client, dict[str, Any]]:
+    ws = await connect(url)
+    c = Client(ws)
+    reply = await c.request(op="login", user=user, password=password)
+    return c, reply
+
+
+def _alarm(type_: str, subject: str) -> Callable[[dict[str, Any]], bool]:
+    def pred(m: dict[str, Any]) -> bool:
+        if m.get("type") != "alarm":
+            return False
+        a = m["transition"]["alarm"]
+        return bool(a["type"] == type_ and a["subject"] == subject)
+
+    return pred
+
+
+def test_login_snapshot_alarm_acknowledge_resolve_audited(console: ConsoleHarness) -> None:
+    async def run() -> None:
+        c, reply = await _login(console.ws_url, "nurse.anna")
+        assert reply["ok"], reply
+        assert reply["user"]["role"] == "nurse" and "acknowledge" in reply["user"]["permissions"]
+        snap = await c.wait(lambda m: m["type"] == "snapshot")
+        assert {f["id"] for f in snap["site"]["floors"]} == {"L1", "L2"}
+        assert snap["site"]["wards"] and snap["ward"]["babies"], "babies admitted, on the board"
+        assert "technical" not in snap  # a nurse has no technician view
+        console.advertise("B03", Status.TAMPER)
+        raised = await c.wait(_alarm("tamper", "B03"))
+        alarm = raised["transition"]["alarm"]
+        assert alarm["priority"] == "high" and alarm["state"] == "active_unacknowledged"
+        assert alarm["ward"] == "L1-WARD"
+        ack = await c.request(op="command", command="acknowledge", args={"alarm": alarm["id"]})
+        assert ack["ok"], ack
+        acked = await c.wait(lambda m: m.get("type") == "alarm"
+                             and m["transition"]["action"] == "acknowledge")  # fmt: skip
+        assert acked["transition"]["actor"] == "nurse.anna"
+        assert acked["seq"] > raised["seq"]
+        bad = await c.request(op="command", command="resolve",
+                              args={"alarm": alarm["id"], "outcome": "genuine"})  # fmt: skip
+        assert not bad["ok"] and "comment" in bad["error"]  # latching: a comment is required
+        ok = await c.request(op="command", command="resolve", args={
+            "alarm": alarm["id"], "outcome": "test", "comment": "strap test"})  # fmt: skip
+        assert ok["ok"], ok
+        audit = await c.request(op="audit", limit=50)
+        assert audit["ok"]
+        acts = {(r["actor"], r["action"]) for r in audit["records"]}
+        assert ("nurse.anna", "console.login") in acts
+        assert ("nurse.anna", "alarm.acknowledge") in acts
+        assert ("nurse.anna", "alarm.resolve") in acts
+        await c.ws.close()
+
+    asyncio.run(run())
+    assert verify_database(console.db).ok
+
+
+def test_refusals_wrong_password_no_token_role_and_scope(console: ConsoleHarness) -> None:
+    async def run() -> None:
+        c, reply = await _login(console.ws_url, "nurse.anna", "wrong password!!")
+        assert not reply["ok"] and reply["error"] == "wrong user name or password"
+        _, unknown = await _login(console.ws_url, "nobody.here", "wrong password!!")
+        assert unknown["error"] == reply["error"]  # no hint whether the name exists
+        # nothing but login before authentication
+        cmd = await c.request(op="command", command="code_pink", args={"reason": "x"})
+        assert not cmd["ok"] and "not authenticated" in cmd["error"]
+        bad_token = await c.request(op="resume", token="forged", since=0)
+        assert not bad_token["ok"]
+        # five failures close the connection
+        for _ in range(4):
+            await c.request(op="login", user="nurse.anna", password="still wrong!!")
+        with pytest.raises(ConnectionClosed):
+            await c.request(op="ping")
+        # a nurse may not run an admin op nor end a Code Pink; nor act outside her ward
+        n, _ = await _login(console.ws_url, "nurse.anna")
+        admin_op = await n.request(op="user_add", name="eve.x", role="admin", scopes=["*"],
+                                   password="0123456789ab")  # fmt: skip
+        assert not admin_op["ok"] and admin_op["error"].startswith("not allowed")
+        end = await n.request(op="command", command="end_code_pink", args={"reason": "x"})
+        assert not end["ok"] and "nurse may not end_code_pink" in end["error"]
+        lea, _ = await _login(console.ws_url, "nurse.lea")  # the L2 ward's nurse
+        other_ward = await lea.request(op="command", command="return", args={"baby": "B03"})
+        assert not other_ward["ok"] and "scope" in other_ward["error"], other_ward
+        unknown_cmd = await n.request(op="command", command="self_destruct", args={})
+        assert not unknown_cmd["ok"]
+        garbage = await n.request(op="command", command="acknowledge", args={"alarm": "x"})
+        assert not garbage["ok"] and garbage["error"]
+        await n.ws.send("not json")
+        err = await n.wait(lambda m: m.get("type") == "error")
+        assert "bad request" in err["error"]
+        # the admin may
+        a, _ = await _login(console.ws_url, "admin.ada")
+        added = await a.request(op="user_add", name="nurse.eve", role="nurse",
+                                scopes=["L1-WARD"], password="0123456789ab")  # fmt: skip
+        assert added["ok"], added
+        audit = await a.request(op="audit", limit=100)
+        refused = [r for r in audit["records"] if r["action"] == "console.refused"]
+        assert {r["subject"] for r in refused} >= {"user_add", "end_code_pink", "return"}
+        assert any(r["action"] == "console.login_failed" for r in audit["records"])
+
+    asyncio.run(run())
+
+
+def test_scope_filters_alarms_and_resume_replays_missed(console: ConsoleHarness) -> None:
+    async def run() -> None:
+        l1, _ = await _login(console.ws_url, "nurse.anna")
+        l2, reply = await _login(console.ws_url, "nurse.lea")
+        token = reply["token"]
+        await l2.wait(lambda m: m["type"] == "snapshot")
+        console.advertise("B03", Status.TAMPER)  # an L1 baby
+        raised = await l1.wait(_alarm("tamper", "B03"))
+        await asyncio.sleep(0.5)
+        assert not any(_alarm("tamper", "B03")(m) for m in l2.messages)  # not her ward
+        last_seq = raised["seq"]
+        await l1.ws.close()
+        # while anna is away, the alarm is acknowledged by security
+        s, _ = await _login(console.ws_url, "security.sam")
+        ack = await s.request(op="command", command="acknowledge",
+                              args={"alarm": raised["transition"]["alarm"]["id"]})  # fmt: skip
+        assert ack["ok"]
+        # lea's token resumes on a new connection (a reconnect)
+        again = Client(await connect(console.ws_url))
+        res = await again.request(op="resume", token=token, since=0)
+        assert res["ok"], res
+        await again.wait(lambda m: m["type"] == "snapshot")
+        # anna resumes from her last seq: she gets the missed acknowledgement, no snapshot
+        _, r2 = await _login(console.ws_url, "nurse.anna")
+        back = Client(await connect(console.ws_url))
+        res = await back.request(op="resume", token=r2["token"], since=last_seq)
+        assert res["ok"]
+        missed = await back.wait(lambda m: m.get("type") == "alarm")
+        assert missed["transition"]["action"] == "acknowledge"
+        assert missed["transition"]["actor"] == "security.sam"
+        assert not any(m["type"] == "snapshot" for m in back.messages)
+
+    asyncio.run(run())
+
+
+def test_slow_client_is_resynchronised_and_never_blocks_others(console: ConsoleHarness) -> None:
+    """A client whose outbox overflows gets a fresh snapshot carrying every open alarm, and
+    the others get each alarm as it comes."""
+    server = console.server
+    assert server is not None
+    tags = {"B03": Status.TAMPER, "W01": Status.SOS, "W02": Status.PULL_CORD,
+            "B05": Status.TAMPER, "B07": Status.TAMPER}  # fmt: skip
+
+    async def run() -> None:
+        slow, _ = await _login(console.ws_url, "security.sam")
+        fast, _ = await _login(console.ws_url, "admin.ada")
+        await slow.wait(lambda m: m["type"] == "snapshot")
+        await fast.wait(lambda m: m["type"] == "snapshot")
+        slow_client = next(c for c in server.clients
+                           if c.user is not None and c.user.name == "security.sam")  # fmt: skip
+        slow_client.outbox.limit = 3  # five alarms in one tick cannot fit
+        for _ in range(2):  # one batch = one tick = one desk output with every alarm
+            console.advertise_many(list(tags.items()))
+        for tag in tags:
+            await fast.wait(lambda m, tag=tag: m.get("type") == "alarm"  # type: ignore[misc]
+                            and m["transition"]["alarm"]["subject"] == tag)  # fmt: skip
+        assert sum(m["type"] == "snapshot" for m in fast.messages) == 1, "fast: no resync"
+        snap = await slow.wait(lambda m: m["type"] == "snapshot" and len(m["alarms"]) >= 5)
+        assert {a["subject"] for a in snap["alarms"]} >= set(tags)
+        assert slow_client.outbox.resyncs >= 1
+
+    asyncio.run(run())
+
+
+def test_http_page_health_metrics_and_404(console: ConsoleHarness) -> None:
+    def get(path: str) -> tuple[int, str, str]:
+        try:
+            with urllib.request.urlopen(console.url + path, timeout=10) as r:
+                return r.status, r.headers["Content-Type"], r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+    status, ctype, body = get("")
+    assert status == 200 and ctype.startswith("text/html") and "<html" in body.lower()
+    status, _, body = get("health")
+    health = json.loads(body)
+    assert status in (200, 503) and health["status"] in ("ok", "degraded")
+    assert health["broker"] is (status == 200) or health["tick_ms_p99"] > 250
+    status, ctype, body = get("metrics")
+    assert status == 200 and ctype.startswith("text/plain")
+    for name in ("rtls_observations_total", "rtls_ticks_total", "rtls_console_clients",
+                 "rtls_tick_seconds", "rtls_broker_connected"):  # fmt: skip
+        assert name in body, name
+    assert get("static/../../../etc/passwd")[0] == 404
+    assert get("nothing-here")[0] == 404
