@@ -197,7 +197,7 @@ def technical_document(
 class Replayed:
     seq: int
     ward: str | None
-    message: str
+    message: bytes
 
 
 class ReplayBuffer:
@@ -207,7 +207,7 @@ class ReplayBuffer:
         self._items: deque[Replayed] = deque(maxlen=size)
         self.last_seq = 0
 
-    def add(self, seq: int, ward: str | None, message: str) -> None:
+    def add(self, seq: int, ward: str | None, message: bytes) -> None:
         self._items.append(Replayed(seq, ward, message))
         self.last_seq = seq
 

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-RESYNC: Final = "resync"
+RESYNC: Final = b"resync"
 """What :meth:`Outbox.pop` returns when the client must be sent a fresh snapshot."""
 
 Latest = Literal["positions", "technical", "heartbeat"]
@@ -26,15 +26,15 @@ _ORDER: Final[tuple[Latest, ...]] = ("positions", "technical", "heartbeat")
 
 @dataclass
 class Outbox:
-    """Messages (already serialised) waiting for one client."""
+    """Messages (serialised and UTF-8 encoded once for all clients) waiting for one client."""
 
     limit: int = 1000
-    reliable: deque[str] = field(default_factory=deque)
-    latest: dict[Latest, str] = field(default_factory=dict)
+    reliable: deque[bytes] = field(default_factory=deque)
+    latest: dict[Latest, bytes] = field(default_factory=dict)
     resync: bool = False
     resyncs: int = 0
 
-    def push(self, message: str) -> bool:
+    def push(self, message: bytes) -> bool:
         """Queue a reliable message; False when the queue overflowed (resync requested: the
         queue was emptied, the snapshot replaces it)."""
         if self.resync:
@@ -48,14 +48,14 @@ class Outbox:
         self.reliable.append(message)
         return True
 
-    def offer(self, kind: Latest, message: str) -> None:
+    def offer(self, kind: Latest, message: bytes) -> None:
         """Set the newest message of a latest-only ``kind`` (replacing an unsent one)."""
         self.latest[kind] = message
 
     def pending_positions(self) -> bool:
         return "positions" in self.latest
 
-    def pop(self) -> str | None:
+    def pop(self) -> bytes | None:
         """The next frame to send: :data:`RESYNC`, else reliable messages in order, else the
         latest-only ones (positions first); None when empty."""
         if self.resync:

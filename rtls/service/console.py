@@ -109,13 +109,14 @@ class _Client:
     def user(self) -> User | None:
         return None if self.session is None else self.session.user
 
-    def push(self, message: str) -> None:
+    def push(self, message: bytes) -> None:
         self.outbox.push(message)
         self.wake.set()
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+def _dumps(obj: Any) -> bytes:
+    """Compact JSON, UTF-8 encoded once (clients' frames are sent as text from these bytes)."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
 def load_ssl(cert: str, key: str) -> ssl.SSLContext:
@@ -160,7 +161,7 @@ class ConsoleServer:
         self._latest: dict[str, dict[str, Any]] = {}  # tag -> its last visible fix
         self._tag_index = {t.id: i for i, t in enumerate(self.site.tags)}
         self._board: dict[str, Any] = self._make_board()
-        self._technical = "{}"
+        self._technical = b"{}"
         self._ingest = (clock(), 0)
         self.ingest_rate = 0.0
         self._server: Server | None = None
@@ -240,7 +241,7 @@ class ConsoleServer:
         t_now = round(now, 3)
         delta = _dumps({"type": "positions", "t": t_now, "full": False, "positions": rows,
                         "hidden": gone})  # fmt: skip
-        full: str | None = None
+        full: bytes | None = None
         for c in self.clients:
             if c.session is None:
                 continue
@@ -262,7 +263,7 @@ class ConsoleServer:
             if c.user is not None:
                 c.push(self._board_message(c.user))
 
-    def _board_message(self, user: User) -> str:
+    def _board_message(self, user: User) -> bytes:
         board = filter_board(self._board, [None, *(w for w in self.wards.wards
                                                    if sees(user, w))])  # fmt: skip
         return _dumps({"type": "ward", **board})
@@ -283,7 +284,7 @@ class ConsoleServer:
             return None  # the WebSocket handshake goes on
         if path == "/health":
             body, ok = self.health()
-            return _response(200 if ok else 503, body.encode(), "application/json")
+            return _response(200 if ok else 503, body, "application/json")
         if path == "/metrics":
             text = metrics_text(self)
             return _response(200, text, "text/plain; version=0.0.4; charset=utf-8")
@@ -295,7 +296,7 @@ class ConsoleServer:
         suffix = name[name.rfind("."):]
         return _response(200, data, CONTENT_TYPES[suffix])
 
-    def health(self) -> tuple[str, bool]:
+    def health(self) -> tuple[bytes, bool]:
         tick_p99 = tick_percentile(self.service.stats, 99)
         broker = self.service.connected.is_set()
         ok = broker and tick_p99 <= self.service.engine.params.tick_s
@@ -334,7 +335,7 @@ class ConsoleServer:
                             continue
                         async with self.shell.lock:  # committed state only
                             message = self._snapshot(client.user)
-                    await client.ws.send(message)
+                    await client.ws.send(message, text=True)
                     self.stats.sent += 1
         except ConnectionClosed:
             return
@@ -354,7 +355,7 @@ class ConsoleServer:
         op, req_id = req["op"], req.get("id")
         try:
             if op == "ping":
-                client.push('{"type":"pong"}')
+                client.push(b'{"type":"pong"}')
             elif op == "login":
                 await self._login(client, req_id, req)
             elif op == "resume":
@@ -456,22 +457,22 @@ class ConsoleServer:
                 "type": "positions", "t": round(self.clock(), 3), "full": True,
                 "positions": list(self._latest.values()), "hidden": []}))  # fmt: skip
 
-    def _snapshot(self, user: User) -> str:
+    def _snapshot(self, user: User) -> bytes:
         alarms = [alarm_document(a, self.wards) for a in self.shell.desk.book.active()]
         board = self._board_message(user)
         parts = [
-            '{"type":"snapshot","seq":', str(self.replay.last_seq),
-            ',"t":', _dumps(round(self.clock(), 3)),
-            ',"user":', _dumps(user.as_dict()),
-            ',"site":', self._site_json,
-            ',"alarms":', _dumps([a for a in alarms if sees(user, a["ward"])]),
-            ',"positions":', _dumps(list(self._latest.values())),
-            ',"ward":', board,
+            b'{"type":"snapshot","seq":', str(self.replay.last_seq).encode(),
+            b',"t":', _dumps(round(self.clock(), 3)),
+            b',"user":', _dumps(user.as_dict()),
+            b',"site":', self._site_json,
+            b',"alarms":', _dumps([a for a in alarms if sees(user, a["ward"])]),
+            b',"positions":', _dumps(list(self._latest.values())),
+            b',"ward":', board,
         ]
         if refusal(user, "technical") is None:
-            parts += [',"technical":', self._technical]
-        parts.append("}")
-        return "".join(parts)
+            parts += [b',"technical":', self._technical]
+        parts.append(b"}")
+        return b"".join(parts)
 
     # -- commands --------------------------------------------------------------------------------
     def _place(self, args: Mapping[str, Any]) -> tuple[str | None, bool]:
@@ -589,7 +590,7 @@ class ConsoleServer:
                     self._board = board
                     self._push_board()
                 self._technical = self._make_technical(now)
-                message = '{"type":"technical",' + self._technical[1:]
+                message = b'{"type":"technical",' + self._technical[1:]
                 for c in self.clients:
                     if c.user is not None and refusal(c.user, "technical") is None:
                         c.outbox.offer("technical", message)
@@ -603,7 +604,7 @@ class ConsoleServer:
                         c.outbox.offer("heartbeat", beat)
                         c.wake.set()
 
-    def _make_technical(self, now: float) -> str:
+    def _make_technical(self, now: float) -> bytes:
         engine = self.service.engine
         counters = engine.decoder.counters
         t0, n0 = self._ingest

@@ -89,8 +89,8 @@ def test_replay_buffer_replays_or_asks_for_a_snapshot() -> None:
     buf = ReplayBuffer(size=3)
     buf.last_seq = 1000
     for seq in range(1001, 1006):
-        buf.add(seq, None, f"m{seq}")
-    assert [r.message for r in buf.since(1003) or []] == ["m1004", "m1005"]
+        buf.add(seq, None, f"m{seq}".encode())
+    assert [r.message for r in buf.since(1003) or []] == [b"m1004", b"m1005"]
     assert buf.since(1005) == []
     assert buf.since(1001) is None  # 1002 was dropped already
     assert buf.since(2000) is None  # from another run of the server
