@@ -243,14 +243,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateways.cli import main as gateways_main
     from rtls.service.broker import MosquittoBroker, find_mosquitto
 
-    run = ["run", "--scenario", args.scenario, "--speed", str(args.speed)]
-    if args.duration:
-        run += ["--duration", str(args.duration)]
+    run = ["run", "--scenario", args.scenario, "--speed", str(args.speed),
+           "--duration", str(args.duration)]  # fmt: skip
+    console = _demo_console(args.console)
     if args.broker:
         host, _, port = args.broker.rpartition(":")
         with (
             tempfile.TemporaryDirectory(prefix="rtls-demo-") as tmp,
-            _engine_in_background(host, int(port), Path(tmp)),
+            _engine_in_background(host, int(port), Path(tmp), console),
         ):
             return gateways_main([*run, "--broker", args.broker])
     if find_mosquitto() is None:
@@ -268,14 +268,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  (engine positions: -t rtls/v1/engine/positions)\n",
             flush=True,
         )
-        with _engine_in_background(broker.host, broker.port, Path(workdir.name)):
+        with _engine_in_background(broker.host, broker.port, Path(workdir.name), console):
             return gateways_main([*run, "--broker", f"{broker.host}:{broker.port}"])
 
 
+def _demo_console(address: str) -> ConsoleConfig | None:
+    """The demo's console address (``--console``; ``off``: none). The default port 8080 is
+    replaced by a free one when it is taken."""
+    import socket
+
+    from rtls.service.console import ConsoleConfig
+
+    if address == "off":
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise RtlsError(f"--console must be HOST:PORT or off, got {address!r}")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            print(f"rtls demo: {address} is taken; the console takes a free port", flush=True)
+            port = "0"
+    return ConsoleConfig(host=host, port=int(port))
+
+
+async def _print_demo_users(server: ConsoleServer) -> None:
+    from rtls.service.accounts import ensure_demo_users
+
+    users = await ensure_demo_users(server.accounts, server.site)
+    lines = [f"    {name:14s} {role.value:11s} password {password}"
+             for name, role, password in users]  # fmt: skip
+    print(f"\nrtls demo: console at {server.url}  (French or English, by the browser)\n"
+          "  demo users (passwords are new at every start):\n" + "\n".join(lines) + "\n",
+          flush=True)  # fmt: skip
+
+
 @contextlib.contextmanager
-def _engine_in_background(host: str, port: int, workdir: Path) -> Iterator[None]:
+def _engine_in_background(
+    host: str, port: int, workdir: Path, console: ConsoleConfig | None = None
+) -> Iterator[None]:
     """The engine with its alarm desk (store in ``workdir``, every infant admitted and paired)
-    in a thread of its own, printing each alarm change and a summary every 10 s."""
+    and the console (demo users printed) in a thread of its own, printing each alarm change
+    and a summary every 10 s."""
     import asyncio
     import threading
 
@@ -318,7 +353,8 @@ def _engine_in_background(host: str, port: int, workdir: Path) -> Iterator[None]
 
     print(f"rtls demo: engine with alarms; store {db} (rtls audit verify --db {db})", flush=True)
     loop = asyncio.new_event_loop()
-    task = loop.create_task(run_engine(site, host, port, db=db, admit_all=True, ready=ready))
+    task = loop.create_task(run_engine(site, host, port, db=db, admit_all=True, ready=ready,
+                                       console=console, console_ready=_print_demo_users))
     thread = threading.Thread(target=loop.run_until_complete, args=(task,), daemon=True)
     thread.start()
     try:
@@ -438,7 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--broker", help="use this MQTT broker HOST:PORT instead of a private one")
     d.add_argument("--scenario", default="ward_incidents", help="shipped scenario or file")
     d.add_argument("--speed", type=float, default=1.0, help="times real time")
-    d.add_argument("--duration", type=float, help="virtual seconds (default: the scenario's)")
+    d.add_argument("--duration", type=float, default=86_400.0,
+                   help="virtual seconds (default: a day; the incidents come in the first "
+                   "minutes, then the ward goes on; Ctrl-C ends it)")
+    d.add_argument("--console", default="127.0.0.1:8080",
+                   help="serve the console on HOST:PORT ('off': none)")  # fmt: skip
     d.set_defaults(func=cmd_demo)
     s = sub.add_parser("site", help="site files")
     ssub = s.add_subparsers(dest="site_command", required=True)

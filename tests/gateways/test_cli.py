@@ -82,7 +82,8 @@ def test_simulate_against_broker_as_a_process(mosquitto: MosquittoBroker) -> Non
 def test_demo_starts_its_own_broker(mosquitto: MosquittoBroker) -> None:
     # `mosquitto` only guarantees the binary is there (or skips/fails per the CI rule)
     proc = subprocess.run(
-        [sys.executable, "-m", "rtls.service.cli", "demo", "--duration", "20", "--speed", "5"],
+        [sys.executable, "-m", "rtls.service.cli", "demo", "--duration", "20", "--speed", "5",
+         "--console", "127.0.0.1:0"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -92,3 +93,7 @@ def test_demo_starts_its_own_broker(mosquitto: MosquittoBroker) -> None:
     assert summary["formats"]["native"]["messages"] > 0
     # the ward_incidents scenario cuts B07's strap at 15 s: the engine raises it
     assert "ALARM raise" in proc.stdout and "tamper B07" in proc.stdout, proc.stdout
+    # the console's address and one demo user per role, with a password
+    assert "console at http://127.0.0.1:" in proc.stdout
+    for user in ("nurse.anna", "security.sam", "tech.tom", "admin.ada"):
+        assert f"{user} " in proc.stdout and "password " in proc.stdout
