@@ -8,8 +8,13 @@ clients do (WebSocket, HTTP, a browser) and inject tag advertisements as gateway
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -56,7 +61,6 @@ class ConsoleHarness:
         self._seq = 0
 
     def __enter__(self) -> Self:
-        asyncio.run(self._users())
         self._thread.start()
         if not self._ready.wait(timeout=30.0) or self.server is None:
             raise RtlsError(f"console did not start: {self._error!r}")
@@ -80,6 +84,7 @@ class ConsoleHarness:
             self._ready.set()
 
         try:
+            self.loop.run_until_complete(self._users())  # its own loop: the caller may run one
             self.loop.run_until_complete(run_engine(
                 self.site, "127.0.0.1", self.broker_port, db=self.db, admit_all=self.admit_all,
                 console=self.config, console_ready=ready))  # fmt: skip
@@ -134,3 +139,36 @@ class ConsoleHarness:
         publish.single(obs_topic(gateway), frame, qos=1, hostname="127.0.0.1",
                        port=self.broker_port)  # fmt: skip
         return sent
+
+    def door_read(self, tag_id: str, reader: str = "DR-E2") -> float:
+        """A choke-point read of ``tag_id`` by door reader ``reader`` (JSON v1,
+        docs/gateway-formats.md); returns the publish time."""
+        tag = next(t for t in self.site.tags if t.id == tag_id)
+        door = next(r.door for r in self.site.model.door_readers if r.id == reader)
+        kind = "staff_badge" if tag.kind.value == "staff" else tag.kind.value
+        now = time.time()
+        body = {"v": 1, "reader": reader, "door": door, "t": round(now, 6),
+                "mac": ":".join(f"{b:02X}" for b in tag_address(tag.serial)),
+                "serial": tag.serial, "kind": kind, "rssi": -60}  # fmt: skip
+        publish.single(f"rtls/v1/door/{reader}/read", json.dumps(body), qos=1,
+                       hostname="127.0.0.1", port=self.broker_port)  # fmt: skip
+        return now
+
+    @contextlib.contextmanager
+    def ward(self, scenario: str | None = None, duration_s: float = 600.0) -> Iterator[None]:
+        """The simulated ward (gateways, tags: mothers and staff walk about; default: the
+        simulator's ambient day) publishing to the broker, as a child process (``rtls
+        simulate``), until the block ends."""
+        which = ["--scenario", scenario] if scenario else []
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rtls.service.cli", "simulate", *which,
+             "--broker", f"127.0.0.1:{self.broker_port}", "--duration", str(duration_s)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        try:
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -4,7 +4,12 @@ console in one process, real WebSocket clients (websockets) and HTTP (urllib).""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import os
+import shutil
+import ssl
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from rtls.advertisement import Status
 from rtls.service.broker import MosquittoBroker
+from rtls.service.console import ConsoleConfig, load_ssl
 from rtls.service.store import verify_database
 from tests.console_harness import PASSWORD, ConsoleHarness
 
@@ -243,3 +249,40 @@ def test_http_page_health_metrics_and_404(console: ConsoleHarness) -> None:
         assert name in body, name
     assert get("static/../../../etc/passwd")[0] == 404
     assert get("nothing-here")[0] == 404
+
+
+def test_tls_serves_https_and_wss(fresh_mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    """With a certificate configured the same port speaks only TLS: HTTPS and wss://."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true and no openssl: this test needs the Debian package 'openssl'")
+        pytest.skip("needs the Debian package 'openssl' (to make a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)  # fmt: skip
+    config = ConsoleConfig(host="127.0.0.1", port=0, ssl=load_ssl(str(cert), str(key)))
+    with ConsoleHarness(fresh_mosquitto.port, tmp_path, config=config) as h:
+        assert h.url.startswith("https://")
+        trust = ssl.create_default_context(cafile=str(cert))
+        try:
+            with urllib.request.urlopen(h.url + "health", context=trust, timeout=10) as r:
+                body = r.read()
+        except urllib.error.HTTPError as exc:  # 503 while degraded: still an answer over TLS
+            body = exc.read()
+        assert json.loads(body)["status"] in ("ok", "degraded")
+        with pytest.raises((OSError, http.client.HTTPException)):  # plain HTTP: no answer
+            urllib.request.urlopen(h.url.replace("https", "http", 1) + "health", timeout=5)
+
+        async def run() -> None:
+            ws = await connect(h.ws_url, ssl=trust)
+            c = Client(ws)
+            reply = await c.request(op="login", user="tech.tom", password=PASSWORD)
+            assert reply["ok"]
+            snap = await c.wait(lambda m: m["type"] == "snapshot")
+            assert "technical" in snap and snap["technical"]["gateways"]
+            await ws.close()
+
+        asyncio.run(run())
