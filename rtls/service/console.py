@@ -508,8 +508,10 @@ class ConsoleServer:
             return
         reply = await self.shell.command(self.service.client, name, args, user.name)
         ok = bool(reply.pop("ok"))
-        if not ok:
+        if not ok:  # refused by the desk (e.g. already acknowledged): audited too
             self.stats.refused += 1
+            await self._audit(user.name, "console.refused", name,
+                              {"error": reply.get("error"), "args": _safe(args)})  # fmt: skip
         self._reply(client, req_id, ok, **reply)
 
     async def _audit_view(
