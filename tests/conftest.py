@@ -66,3 +66,44 @@ def fresh_mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
     broker = _started(tmp_path / "mosquitto")
     yield broker
     broker.close()
+
+
+CHROMIUM_MISSING = "needs the Debian package 'chromium' (apt-get install chromium)"
+CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+CHROMIUM_ARGS = [  # headless in a sandbox-less container, no calls home (docs/testing.md)
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]  # fmt: skip
+
+
+def require_chromium() -> str:
+    """Debian's chromium; otherwise skip (outside CI) or fail (CI=true) the test."""
+    for path in CHROMIUM_PATHS:
+        if os.access(path, os.X_OK):
+            return path
+    if in_ci():
+        pytest.fail(f"CI=true and no chromium binary: this test {CHROMIUM_MISSING}",
+                    pytrace=False)  # fmt: skip
+    pytest.skip(CHROMIUM_MISSING)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """A headless Debian Chromium driven by Playwright (a ``playwright.sync_api.Browser``)."""
+    from playwright.sync_api import sync_playwright
+
+    path = require_chromium()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Where the browser tests save their screenshots (``$RTLS_SCREENSHOTS``, default
+    ``build/screenshots``; CI may keep them as artefacts)."""
+    out = Path(os.environ.get("RTLS_SCREENSHOTS", "build/screenshots"))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
