@@ -233,9 +233,14 @@ class WallLossMaps:
         self, tag_xy: ArrayLike, dtype: type[np.floating[Any]] = np.float64
     ) -> NDArray[np.floating[Any]]:
         """Wall loss (A, G) at tag positions (A, 2): the containing cell's value, or bilinear
-        between cell centres; positions off the grid take the nearest edge value."""
+        between cell centres; positions off the grid take the nearest edge value; a position
+        that is not finite (no estimate) gets no wall loss (0 dB), never an index error."""
         tag_xy = np.asarray(tag_xy, dtype=np.float64).reshape(-1, 2)
         out = np.zeros((tag_xy.shape[0], self.gateway_xy.shape[0]), dtype)
+        finite = np.isfinite(tag_xy).all(axis=1)
+        if not finite.all():
+            out[finite] = self.lookup(tag_xy[finite], dtype)
+            return out
         res = self.resolution_m
         for grid in self.grids.values():  # one pass per floor, vectorised over tags and gateways
             u = (tag_xy[:, 0] - grid.origin[0]) / res
