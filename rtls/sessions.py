@@ -57,12 +57,17 @@ class Sessions:
     """The live sessions of one console. ``ttl_s``: a token's life (refresh renews it);
     ``max_age_s``: a login's life, whatever the refreshes."""
 
-    def __init__(self, ttl_s: float = 900.0, max_age_s: float = 12 * 3600.0) -> None:
-        for name, v in (("ttl_s", ttl_s), ("max_age_s", max_age_s)):
+    def __init__(
+        self, ttl_s: float = 900.0, max_age_s: float = 12 * 3600.0, grace_s: float = 30.0
+    ) -> None:
+        for name, v in (("ttl_s", ttl_s), ("max_age_s", max_age_s), ("grace_s", grace_s)):
             if not (math.isfinite(v) and v > 0):
                 raise ConfigError(f"{name} must be a positive number of seconds, got {v!r}")
         self.ttl_s = float(ttl_s)
         self.max_age_s = float(max_age_s)
+        # a refreshed token stays valid this long: the client may not have got the new one
+        # (a link lost between the refresh and its reply) and resumes with the old one
+        self.grace_s = float(grace_s)
         self._live: dict[str, _Entry] = {}
         # ended (revoked or expired) key -> until when it is still answered "session expired"
         self._ended: dict[str, float] = {}
@@ -87,20 +92,37 @@ class Sessions:
         return entry.session(token, key)
 
     def refresh(self, token: str, now: float, user: User | None = None) -> Session:
-        """A new token for the session of ``token`` (which is revoked), valid ``ttl_s`` more but
-        never beyond ``max_age_s`` after the login. ``user``: the account as stored now (role,
-        scopes or display changed); a disabled one ends the session (AuthError)."""
+        """A new token for the session of ``token``, valid ``ttl_s`` more but never beyond
+        ``max_age_s`` after the login; the old token stays valid ``grace_s`` more (a client
+        whose link dropped before the reply resumes with it, then refreshes again). ``user``:
+        the account as stored now (role, scopes or display changed); a disabled one ends the
+        session (AuthError)."""
         old = self.check(token, now)
         if user is not None and user.name != old.user.name:
             raise AuthError(f"{old.user.name}'s session cannot be refreshed as {user.name}")
-        self._end(old.key)
         if user is not None and user.disabled:
+            self._end_login(old)
             raise AuthError(EXPIRED)
+        entry = self._live[old.key]
+        self._live[old.key] = _Entry(entry.user, entry.issued_t, entry.login_t,
+                                     min(entry.expires_t, now + self.grace_s))  # fmt: skip
         return self._new(user or old.user, now, login_t=old.login_t)
 
     def revoke(self, token: str) -> bool:
-        """End the session of ``token`` (logout). False if there was none."""
-        return self._end(token_key(token))
+        """End the session of ``token`` (logout), with the tokens it was refreshed from that
+        are still in their grace time. False if there was none."""
+        key = token_key(token)
+        entry = self._live.get(key)
+        if entry is None:
+            return False
+        self._end_login(entry.session("", key))
+        return True
+
+    def _end_login(self, session: Session) -> None:
+        """End every token of one login (same user, same login time)."""
+        for k in [k for k, e in self._live.items()
+                  if e.user.name == session.user.name and e.login_t == session.login_t]:
+            self._end(k)  # fmt: skip
 
     def revoke_user(self, name: str) -> int:
         """End every session of user ``name`` (disabled, password changed); how many ended."""

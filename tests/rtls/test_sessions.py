@@ -53,10 +53,24 @@ def test_refresh_swaps_the_token_and_keeps_the_login_time() -> None:
     second = s.refresh(first.token, 450.0)
     assert second.token != first.token
     assert (second.issued_t, second.login_t, second.expires_t) == (450.0, 0.0, 1350.0)
+    # the old token lives on for the grace time only (a reply lost on a dropping link)
+    assert s.check(first.token, 451.0).expires_t == 450.0 + s.grace_s
     with pytest.raises(AuthError, match=EXPIRED):
-        s.check(first.token, 451.0)  # the old token is revoked
+        s.check(first.token, 450.0 + s.grace_s)
     assert s.check(second.token, 1349.0).user == anna
     assert len(s) == 1
+
+
+def test_logout_ends_the_refreshed_token_and_its_predecessor() -> None:
+    s = Sessions(ttl_s=900.0, grace_s=30.0)
+    first = s.issue(anna, 0.0)
+    second = s.refresh(first.token, 450.0)
+    other = s.issue(anna, 451.0)  # the same user on another screen: a login of its own
+    assert s.revoke(second.token)
+    for token in (first.token, second.token):
+        with pytest.raises(AuthError, match=EXPIRED):
+            s.check(token, 452.0)
+    assert s.check(other.token, 452.0).user == anna
 
 
 def test_refresh_never_goes_beyond_max_age_from_login() -> None:
