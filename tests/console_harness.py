@@ -106,17 +106,18 @@ class ConsoleHarness:
         self.loop.call_soon_threadsafe(fn)  # type: ignore[arg-type]
 
     def advertise(self, tag_id: str, status: Status = Status.NONE, *, gateway: str = "G01",
-                  rssi: int = -60, repeat: int = 2) -> float:  # fmt: skip
+                  rssi: int = -60, repeat: int = 2, battery: int = 90) -> float:  # fmt: skip
         """Publish ``repeat`` gateway batches carrying one advertisement of ``tag_id``; returns
         the time of the first publish (the 'breach' time of latency checks)."""
         first = 0.0
         for i in range(repeat):
-            t = self.advertise_many([(tag_id, status)], gateway=gateway, rssi=rssi)
+            t = self.advertise_many([(tag_id, status)], gateway=gateway, rssi=rssi,
+                                    battery=battery)  # fmt: skip
             first = t if i == 0 else first
         return first
 
     def advertise_many(self, tags: list[tuple[str, Status]], *, gateway: str = "G01",
-                       rssi: int = -60) -> float:  # fmt: skip
+                       rssi: int = -60, battery: int = 90) -> float:  # fmt: skip
         """One gateway batch (one MQTT message, so one engine tick) carrying one advertisement
         of each tag; returns the publish time."""
         by_id = {t.id: t for t in self.site.tags}
@@ -127,7 +128,7 @@ class ConsoleHarness:
                     "mother": TagKind.MOTHER}[tag.kind.value]  # fmt: skip
             self._seq += 1
             adv = Advertisement(kind=kind, serial=tag.serial, seq=self._seq % 256,
-                                status=status, battery=90)  # fmt: skip
+                                status=status, battery=battery)  # fmt: skip
             bodies.append(np.frombuffer(encode_body(adv), np.uint8))
             macs.append(list(tag_address(tag.serial)))
         n = len(tags)

@@ -98,6 +98,10 @@ function renderSelected() {
   res.hidden = !can("resolve");
   ack.disabled = !a || !canAcknowledge(a);
   res.disabled = !a || !canResolve(a);
+  // timed shelving: low-priority technical alarms only (the server enforces it too)
+  $("shelve-controls").hidden = !can("shelve");
+  $("shelve-button").disabled = !a || a.category !== "technical" || a.priority !== "low"
+    || a.state === "closed";
 }
 
 /** Where an alarm is: {floor, highlight} from its tag, device, door or location. */
@@ -388,6 +392,11 @@ $("ack-button").addEventListener("click", () => {
   if (a) sendCommand("acknowledge", { alarm: a.id }, t("ok.acknowledged", { id: a.id }));
 });
 $("resolve-button").addEventListener("click", openResolve);
+$("shelve-button").addEventListener("click", () => {
+  const a = state.alarms[state.selected];
+  const duration = Number($("shelve-duration").value);
+  if (a) sendCommand("shelve", { alarm: a.id, duration_s: duration }, t("ok.shelved", { id: a.id }));
+});
 $("code-pink-button").addEventListener("click", () => confirmCommand(t("ward.codePinkConfirm"), true,
   (reason) => ({ command: "code_pink", args: { reason } })));
 $("end-code-pink-button").addEventListener("click", () => confirmCommand(t("ward.endCodePinkConfirm"), true,

@@ -216,3 +216,25 @@ def test_keyboard_only_login_and_acknowledge(
     page.screenshot(path=str(screenshots / "console-keyboard-focus.png"))
     page.keyboard.press("Enter")
     expect(row).to_have_attribute("data-state", "active_acknowledged", timeout=10_000)
+
+
+def test_technician_shelves_a_low_battery_alarm(
+    chromium: Any, console: ConsoleHarness, screenshots: Path
+) -> None:
+    """Timed shelving from the page: a low-priority technical alarm leaves the sound and shows
+    as shelved; the technician view lists the gateways."""
+    page = _page(chromium, console)
+    _login(page, "tech.tom")
+    expect(page.locator("#login-user")).to_be_hidden(timeout=15_000)
+    console.advertise("B05", battery=5)
+    row = page.locator('[data-alarm-id][data-type="low_battery"]').first
+    expect(row).to_be_visible(timeout=10_000)
+    expect(row).to_have_attribute("data-priority", "low")
+    row.click()
+    page.select_option("#shelve-duration", "3600")
+    page.click("#shelve-button")
+    expect(row).to_contain_text("helved", timeout=10_000)  # "Shelved" (English)
+    page.click("#tab-tech")
+    expect(page.locator("#tech-view")).to_contain_text(
+        "G01", timeout=10_000)  # fmt: skip
+    page.screenshot(path=str(screenshots / "console-technician.png"))
