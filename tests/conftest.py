@@ -88,9 +88,12 @@ def require_chromium() -> str:
     pytest.skip(CHROMIUM_MISSING)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
-    """A headless Debian Chromium driven by Playwright (a ``playwright.sync_api.Browser``)."""
+    """A headless Debian Chromium driven by Playwright (a ``playwright.sync_api.Browser``).
+
+    Module scope, not session: Playwright's sync API keeps an event loop running in the main
+    thread while it is started, and later tests call ``asyncio.run``."""
     from playwright.sync_api import sync_playwright
 
     path = require_chromium()
