@@ -89,6 +89,7 @@ class Accounts:
         self._clock = clock
         self._slots = asyncio.Semaphore(max(1, hash_slots))  # argon2 runs at most this many
         self._dummy = ""  # a hash verified for unknown users, so their timing matches (lazy)
+        self._dummy_lock = asyncio.Lock()  # simultaneous first logins make it once
 
     @classmethod
     async def open(
@@ -190,7 +191,9 @@ class Accounts:
         wrong password (an unknown name costs one verification too). Rehashes the password when the
         stored hash has other parameters than the hasher's."""
         if not self._dummy:  # before any lookup, whatever the name: the first login pays it
-            self._dummy = await self._hash(secrets.token_urlsafe(16))
+            async with self._dummy_lock:
+                if not self._dummy:
+                    self._dummy = await self._hash(secrets.token_urlsafe(16))
         if not isinstance(password, str) or len(password) > MAX_PASSWORD:
             raise AuthError(WRONG)
         row = None

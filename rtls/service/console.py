@@ -161,6 +161,8 @@ class ConsoleServer:
         self._latest: dict[str, dict[str, Any]] = {}  # tag -> its last visible fix
         self._tag_index = {t.id: i for i, t in enumerate(self.site.tags)}
         self._board: dict[str, Any] = self._make_board()
+        self._board_json: dict[tuple[str | None, ...], bytes] = {}  # by visible wards
+        self._board_dirty = False
         self._technical = b"{}"
         self._ingest = (clock(), 0)
         self.ingest_rate = 0.0
@@ -221,9 +223,8 @@ class ConsoleServer:
             for c in self.clients:
                 if c.user is not None and sees(c.user, ward):
                     c.push(message)
-        if out.documents:
-            self._board = self._make_board()
-            self._push_board()
+        if out.documents:  # the ward may have changed: rebuilt off the tick, if it did
+            self._board_dirty = True
 
     def on_tick(self, now: float, result: TickResult, positions: bytes | None) -> None:
         """Offer this tick's new fixes (the engine's positions JSON) to every logged-in client
@@ -258,15 +259,26 @@ class ConsoleServer:
         return ward_board(self.shell.desk.ward, self.site, self.wards,
                           self.shell.desk.rules.battery)  # fmt: skip
 
-    def _push_board(self) -> None:
+    def _refresh_board(self) -> None:
+        """Rebuild the board; push it to every client only if it changed."""
+        self._board_dirty = False
+        board = self._make_board()
+        if board == self._board:
+            return
+        self._board = board
+        self._board_json.clear()
         for c in self.clients:
             if c.user is not None:
                 c.push(self._board_message(c.user))
 
     def _board_message(self, user: User) -> bytes:
-        board = filter_board(self._board, [None, *(w for w in self.wards.wards
-                                                   if sees(user, w))])  # fmt: skip
-        return _dumps({"type": "ward", **board})
+        """The board as ``user`` may see it, serialised once per set of visible wards."""
+        visible = (None, *(w for w in self.wards.wards if sees(user, w)))
+        message = self._board_json.get(visible)
+        if message is None:
+            message = _dumps({"type": "ward", **filter_board(self._board, visible)})
+            self._board_json[visible] = message
+        return message
 
     # -- HTTP ------------------------------------------------------------------------------------
     def _load_web(self) -> dict[str, bytes]:
@@ -585,12 +597,11 @@ class ConsoleServer:
                     if c.session is not None and c.session.key == session.key:
                         c.session = None
                         await c.ws.close(CLOSE_SESSION, "session expired")
+            if self._board_dirty:
+                self._refresh_board()
             if loop.time() >= next_tech:
                 next_tech = loop.time() + self.config.technical_s
-                board = self._make_board()  # batteries change without a ward act
-                if board != self._board:
-                    self._board = board
-                    self._push_board()
+                self._refresh_board()  # batteries change without a ward act
                 self._technical = self._make_technical(now)
                 message = b'{"type":"technical",' + self._technical[1:]
                 for c in self.clients:
