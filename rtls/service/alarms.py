@@ -65,6 +65,7 @@ class AlarmShell:
         self.clock = clock
         self.stats = AlarmStats()
         self._uncommitted: deque[DeskOutput] = deque()
+        self._written: dict[str, Any] = {}  # the documents as last committed
         self._unannounced: deque[DeskOutput] = deque(maxlen=MAX_UNANNOUNCED)
         self.site_id = desk.site.model.site.id
         self.on_commit: Callable[[DeskOutput], None] | None = None  # e.g. the demo's printout
@@ -174,13 +175,20 @@ class AlarmShell:
     async def _commit_pending(self, now: float) -> None:
         while self._uncommitted:
             out = self._uncommitted[0]
+            # a document equal to the one last written is not written again (the desk hands
+            # over the whole ward at every condition change; it is large on a big site)
+            docs = {k: v for k, v in out.documents.items() if self._written.get(k) != v}
+            if not (out.transitions or out.events or docs):
+                self._uncommitted.popleft()
+                continue
             try:
                 await self.store.commit(out.transitions, book=self.desk.book, events=out.events,
-                                        ward=out.documents or None, now=now)  # fmt: skip
+                                        ward=docs or None, now=now)  # fmt: skip
             except StoreError as exc:
                 self.stats.store_errors += 1
                 _LOG.error("alarm store: %s; kept in memory, retried on the next tick", exc)
                 return
+            self._written.update(docs)
             self._uncommitted.popleft()
             self.stats.committed += 1
 
