@@ -61,7 +61,9 @@ class Rules:
 
     State arrays (read them, never write them): ``inside`` (N, Z) zone membership folded from
     the ticks' transitions, ``last_heard`` (N,) newest advertisement / read of each tag (NaN:
-    never), ``bonded`` (N,), and one :class:`Latch` per tag rule in :attr:`latches`."""
+    never), ``bonded`` (N,), ``mismatch_since`` / ``mismatch_seen`` (N,) first and newest
+    frame of the current streak of the MISMATCH flag (NaN: none), and one :class:`Latch` per
+    tag rule in :attr:`latches`."""
 
     TAG_RULES = (AlarmType.EXIT, AlarmType.TAMPER, AlarmType.TAG_LOOSE, AlarmType.LOW_BATTERY,
                  AlarmType.RESTRICTED_ZONE, AlarmType.LOITER, AlarmType.TAG_SILENT,
@@ -111,6 +113,9 @@ class Rules:
         self.battery = np.full(n, BATTERY_UNKNOWN, dtype=np.uint8)
         self._tele_t = np.full(n, -np.inf)
         self.skin_lost_since = np.full(n, np.nan)
+        # mismatch flag: first and newest advertisement of its current streak (NaN: not set)
+        self.mismatch_since = np.full(n, np.nan)
+        self.mismatch_seen = np.full(n, np.nan)
         self.bonded = np.zeros(n, dtype=bool)
         self.bond_t = np.full(n, np.nan)
         self.read_t = np.full((n, r), np.nan)
@@ -256,6 +261,7 @@ class Rules:
         order = np.lexsort((t, tag))
         tag, t, skin, rows = tag[order], t[order], skin[order], tele[order]
         last = np.r_[tag[1:] != tag[:-1], True] if len(tag) else np.zeros(0, bool)
+        self._fold_mismatch(tag, t, rows["status2"])
         lt, lrow = tag[last], rows[last]
         newer = t[last] >= self._tele_t[lt]
         lt, lrow, ltime = lt[newer], lrow[newer], t[last][newer]
@@ -275,6 +281,29 @@ class Rules:
         self.skin_lost_since[seen & has_skin] = np.nan
         start = seen & ~has_skin & np.isnan(self.skin_lost_since) & np.isfinite(first_loss)
         self.skin_lost_since[start] = first_loss[start]
+
+    def _fold_mismatch(self, tag: IntArray, t: FloatArray, status2: NDArray[np.uint8]) -> None:
+        """The streak of the MISMATCH flag from frames sorted by (tag, t): a frame without it
+        ends the streak, the first frame with it after that starts one. Frames older than the
+        tag's newest frame before this call (a slow gateway's copy) are ignored."""
+        n = len(self.tag_ids)
+        cur = t >= self._tele_t[tag]
+        flag = (status2 & Status2.MISMATCH) != 0
+        last_clear = np.full(n, -np.inf)
+        np.maximum.at(last_clear, tag[cur & ~flag], t[cur & ~flag])
+        on = cur & flag
+        first_on = np.full(n, np.inf)
+        after = on & (t > last_clear[tag])
+        np.minimum.at(first_on, tag[after], t[after])
+        newest_on = np.full(n, -np.inf)
+        np.maximum.at(newest_on, tag[after], t[after])
+        cleared = np.isfinite(last_clear)
+        self.mismatch_since[cleared] = np.nan
+        self.mismatch_seen[cleared] = np.nan
+        got = np.isfinite(first_on)
+        start = got & np.isnan(self.mismatch_since)
+        self.mismatch_since[start] = first_on[start]
+        self.mismatch_seen[got] = np.fmax(self.mismatch_seen[got], newest_on[got])
 
     def _fold_reads(self, now: float, reads: NDArray[np.void] | None) -> BoolArray:
         """Door reads: per (tag, reader) newest time; returns the tags read at an exit door."""
@@ -338,11 +367,18 @@ class Rules:
 
     def _mismatch(self, now: float, ward: WardView) -> list[Condition]:
         """Mismatch: a bonded baby's bracelet flags (``Status2.MISMATCH``) a mother tag that is
-        not its paired one within its short range. The flag does not say which: the detail
-        names the paired mother and, best effort, the likeliest others by position."""
+        not its paired one within its short range, in every advertisement for at least
+        ``mismatch_hold_s`` (from the first one with the flag, or the bonding, to one that
+        still has it): a mother passing a carried baby raises nothing. The flag does not say
+        which mother: the detail names the paired mother and, best effort, the likeliest
+        others by position."""
         lm = self.latches[AlarmType.MISMATCH]
         foreign = (self.status2 & Status2.MISMATCH) != 0
-        rise, drop = lm.step(now, foreign, self.clear_hold_s, self.bonded & self.is_infant)
+        with np.errstate(invalid="ignore"):
+            held = self.mismatch_seen - np.fmax(self.mismatch_since, self.bond_t) >= (
+                self.infant_rules.mismatch_hold_s - _EPS)  # fmt: skip
+        raw = np.where(lm.active, foreign, foreign & held)
+        rise, drop = lm.step(now, raw, self.clear_hold_s, self.bonded & self.is_infant)
         for i in rise.tolist():
             self._held_detail[(AlarmType.MISMATCH, i)] = self._mothers_near(i, ward)
         return self._emit(now, AlarmType.MISMATCH, rise, drop)

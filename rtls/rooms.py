@@ -92,6 +92,9 @@ class RoomParams:
     show_probability: float = 0.9  # a zone is named only while at or above this
     min_gateways: int = 3  # fewer heard links on the floor: no evidence
     stale_s: float = 10.0  # no evidence for longer: the tag's room is unknown
+    # a reading stands for the tag's advertising interval plus this (until the next is due);
+    # older, it is no evidence for a membership dwell to complete on (docs/zones.md)
+    reading_slack_s: float = 0.5
     robust_k: float | None = None  # Huber's k (residuals beyond k σ count linearly); None: Gaussian
 
     def __post_init__(self) -> None:
@@ -117,6 +120,7 @@ class RoomParams:
             ("show_probability", 0.0 <= self.show_probability <= 1.0),
             ("min_gateways", 1 <= self.min_gateways <= 100),
             ("stale_s", 0.0 < self.stale_s <= 3600.0),
+            ("reading_slack_s", 0.0 <= self.reading_slack_s <= 60.0),
             ("robust_k", self.robust_k is None or 0.0 < self.robust_k <= 100.0),
         ]
         for name, ok in checks:
@@ -148,7 +152,9 @@ class RoomFilter:
 
     ``anchors`` give the gateways and their calibration; ``walls`` (None: no walls) the wall
     losses the engine adds to the model; ``sigma_db``, ``outage``, ``tag_height_m`` and
-    ``d_min_m`` are the locator's (:class:`rtls.locate.LocatorParams`)."""
+    ``d_min_m`` are the locator's (:class:`rtls.locate.LocatorParams`); ``interval_s`` (N,) or
+    one number, each tag's advertising interval (how long a reading stands, with
+    ``reading_slack_s``)."""
 
     def __init__(
         self,
@@ -163,6 +169,7 @@ class RoomFilter:
         tag_height_m: float = 1.0,
         d_min_m: float = 1.0,
         exit_zones: ArrayLike | None = None,
+        interval_s: ArrayLike = 2.0,
     ) -> None:
         self.rooms = rooms
         self.anchors = anchors
@@ -196,6 +203,13 @@ class RoomFilter:
         self._enter = np.where(is_exit, p.exit_enter_probability, p.enter_probability)  # (Z,)
         self._leave = np.where(is_exit, p.exit_leave_probability, p.leave_probability)
         self._show = np.where(is_exit, p.exit_enter_probability, p.show_probability)
+        try:
+            every = np.broadcast_to(np.asarray(interval_s, dtype=np.float64), (n_tags,))
+        except ValueError:
+            raise ZoneError(f"interval_s must be one number or one per tag ({n_tags})") from None
+        if not (np.isfinite(every).all() and (every > 0).all()):
+            raise ZoneError("interval_s must be finite and > 0 for every tag")
+        self.reading_s = every + p.reading_slack_s  # (N,) how long a reading stands
 
     @classmethod
     def for_site(
@@ -214,10 +228,12 @@ class RoomFilter:
         rooms = RoomMap.from_site(
             site, index, cell_m=p.cell_m, point_stride=p.point_stride, block_m=p.block_m
         )
+        interval = [t.interval_s or site.rules.for_kind(t.kind.value).heartbeat_s
+                    for t in site.tags]  # fmt: skip
         return cls(
             rooms, anchors, len(site.tags), p, walls=walls, sigma_db=lp.sigma_db,
             outage=lp.silent_outage, tag_height_m=lp.tag_height_m, d_min_m=lp.d_min_m,
-            exit_zones=index.is_exit,
+            exit_zones=index.is_exit, interval_s=interval,
         )  # fmt: skip
 
     # -- evidence ------------------------------------------------------------------------------
@@ -400,10 +416,14 @@ class RoomFilter:
     def update_membership(self, now: float, membership: ZoneMembership) -> Transitions:
         """Advance ``membership`` with the zone probabilities: enter at ``enter_probability``,
         leave below ``leave_probability`` (exit zones: the ``exit_`` ones), each for the zone's
-        dwell; unknown tags frozen."""
+        dwell; unknown tags frozen. A run completes only while the tag's newest evidence (or
+        door read) is at most ``reading_s`` old (the ``fresh`` rows of
+        :meth:`~rtls.zones.ZoneMembership.update_probability`): a reading held after the next
+        one was due, because too few links were heard, does not complete a dwell."""
         return membership.update_probability(
-            now, self.zone_probability(), self.known(now), enter=self._enter, leave=self._leave
-        )
+            now, self.zone_probability(), self.known(now), enter=self._enter, leave=self._leave,
+            fresh=now - self.t_evidence <= self.reading_s + 1e-9,
+        )  # fmt: skip
 
     def named(self, inside: ArrayLike) -> BoolArray:
         """(N, Z): the zones of membership ``inside`` (N, Z) that may be named now, those whose

@@ -66,6 +66,10 @@ class InfantRules(TagRules):
     loiter_gap_s: float = Field(default=15.0, ge=0.0, le=120.0)
     escort_distance_m: float = Field(default=3.0, ge=0.5, le=20.0)
     escort_wait_s: float = Field(default=5.0, ge=0.0, le=30.0)
+    # mismatch: the bracelet's flag must have held this long, advertisement after
+    # advertisement, before it counts (a mother passing a carried baby in a corridor is in
+    # range for under a second; one who takes the wrong baby holds it for minutes)
+    mismatch_hold_s: float = Field(default=5.0, ge=0.0, le=60.0)
 
 
 class StaffRules(TagRules):

@@ -214,6 +214,7 @@ class ZoneMembership:
         *,
         enter: ArrayLike,
         leave: ArrayLike,
+        fresh: ArrayLike | None = None,
     ) -> Transitions:
         """Advance to ``now`` with every tag's probability (N, Z) of being in each zone (e.g.
         :meth:`rtls.rooms.RoomFilter.zone_probability`) instead of a position: a tag enters a
@@ -221,7 +222,15 @@ class ZoneMembership:
         it stays < ``leave`` for the leave dwell (0 <= leave <= enter <= 1, each one number or
         one per zone (Z,): the band between them changes nothing). Rows with known=False or a
         non-finite probability are unknown and frozen, as in :meth:`update`; a tag's first known
-        row sets membership at once (inside: probability >= ``enter``)."""
+        row sets membership at once (inside: probability >= ``enter``).
+
+        ``fresh`` (N,) bool, default all: the rows whose probability is current evidence
+        at ``now`` (:meth:`rtls.rooms.RoomFilter.update_membership`: the tag's newest reading
+        is no older than its advertising interval plus a slack). A known row that is not
+        fresh holds an old reading, and time without evidence is not evidence: such a row
+        neither starts, ends nor completes a run. A run thus completes only at a fresh row,
+        once it has lasted the dwell, with the criterion met at every fresh row since it
+        began: a dwell needs its criterion renewed by readings."""
         lo = np.asarray(leave, dtype=np.float64)
         hi = np.asarray(enter, dtype=np.float64)
         if not (np.all(lo >= 0.0) and np.all(lo <= hi) and np.all(hi <= 1.0)):
@@ -229,11 +238,14 @@ class ZoneMembership:
         prob = np.asarray(probability, dtype=np.float64)
         n = self.n_tags
         kn = np.asarray(known, dtype=bool)
-        if prob.shape != (n, len(self.index)) or kn.shape != (n,):
-            raise ZoneError(f"update_probability needs probability (N, Z) and known (N,), N={n}")
+        new = np.ones(n, dtype=bool) if fresh is None else np.asarray(fresh, dtype=bool)
+        if prob.shape != (n, len(self.index)) or kn.shape != (n,) or new.shape != (n,):
+            raise ZoneError(
+                f"update_probability needs probability (N, Z), known and fresh (N,), N={n}"
+            )
         ok = kn & np.isfinite(prob).all(axis=1)
         p = prob[ok]
-        return self._advance(now, ok, p >= hi, p < lo, p >= hi)
+        return self._advance(now, ok, p >= hi, p < lo, p >= hi, None if fresh is None else new[ok])
 
     def _advance(
         self,
@@ -242,10 +254,12 @@ class ZoneMembership:
         toward_in: BoolArray,
         toward_out: BoolArray,
         start: BoolArray,
+        confirm: BoolArray | None = None,
     ) -> Transitions:
         """The state machine shared by both updates: ``ok`` (N,) the known rows; for those M
         rows, ``toward_in`` / ``toward_out`` (M, Z) whether this update counts towards entering
-        / leaving each zone, ``start`` (M, Z) the membership of a tag's first known update."""
+        / leaving each zone, ``start`` (M, Z) the membership of a tag's first known update;
+        ``confirm`` (M,) (None: all) the rows that may start, end or complete a run now."""
         if not np.isfinite(now) or now < self.last_now:
             raise ZoneError(f"now={now} is not finite or earlier than the last update")
         n = self.n_tags
@@ -259,10 +273,14 @@ class ZoneMembership:
 
         cond = np.where(inside, toward_out, toward_in)  # counts towards a change
         cond[fresh] = False
+        if confirm is not None:  # rows without current evidence keep their runs as they are
+            cond = np.where(confirm[:, None], cond, ~np.isnan(since))
         np.copyto(since, now, where=cond & np.isnan(since))
         np.copyto(since, np.nan, where=~cond)
         elapsed = now - since  # NaN where no run is under way
         fire = np.where(inside, elapsed >= self._leave_at, elapsed >= self._enter_at)
+        if confirm is not None:
+            fire &= confirm[:, None]
         r, z = np.nonzero(fire)  # few: work on the pairs only
         was_in = inside[r, z]
         t_fire = since[r, z]

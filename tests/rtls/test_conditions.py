@@ -228,11 +228,27 @@ def test_tag_loose_is_not_added_to_a_tamper() -> None:
 
 
 # -- mother-infant mismatch (the bracelet's flag) ------------------------------------------------
-def test_mismatch_flag_of_a_bonded_baby_raises_at_once_and_clears_after_the_hold() -> None:
+MISMATCH_HOLD_S = SITE.rules.infant.mismatch_hold_s
+
+
+def flag_until_raised(d: Driver, tag: str, limit_s: float = 30.0) -> tuple[float, list[Any]]:
+    """Set ``tag``'s MISMATCH flag and step (0.5 s, a frame each) until the mismatch rises:
+    (seconds from the first flagged frame, the conditions of that step)."""
+    d.status2[tag] = MISMATCH
+    start = d.t + 0.5 - 0.1  # the driver's frame of the next step
+    while d.t - start < limit_s:
+        out = [c for c in d.step() if c.type is A.MISMATCH and c.active]
+        if out:
+            return d.t - 0.1 - start, out
+    raise AssertionError(f"no mismatch for {tag} within {limit_s} s")
+
+
+def test_mismatch_flag_of_a_bonded_baby_raises_after_the_hold_and_clears_after_the_hold() -> None:
     d = settled(M2=(5.0, 3.0, 0))  # another mother tag, 1 m from B1's cot
-    d.status2["B1"] = d.status2["B3"] = MISMATCH  # B3's bracelet is not bonded: ignored
-    out = d.step()
-    (c,) = [c for c in out if c.type is A.MISMATCH]
+    d.status2["B3"] = MISMATCH  # B3's bracelet is not bonded: ignored
+    held, out = flag_until_raised(d, "B1")
+    assert held == pytest.approx(MISMATCH_HOLD_S)  # the first frame that completes the hold
+    (c,) = out
     assert (c.subject, c.active, c.t) == ("B1", True, d.t)
     assert c.location == Location("F1", "R1", 4.0, 3.0, 1.0)  # where the baby is
     assert c.detail["paired_mother"] == "M1"
@@ -251,11 +267,50 @@ def test_mismatch_flag_of_a_bonded_baby_raises_at_once_and_clears_after_the_hold
     assert [c.subject for c in d.raised(A.MISMATCH)] == ["B1"]
 
 
+def test_a_foreign_mother_passing_for_less_than_the_hold_raises_nothing() -> None:
+    d = settled(M2=(5.0, 3.0, 0))
+    assert MISMATCH_HOLD_S >= 2.0
+    for _ in range(3):  # three passes of 1.5 s, each ended by a frame without the flag
+        d.status2["B1"] = MISMATCH
+        d.run(1.5)
+        d.status2["B1"] = 0
+        d.step()
+    d.status2["B1"] = MISMATCH  # a streak whose frames stop (tag out of coverage): time
+    d.step()  # without advertisements is not evidence of a mother still near
+    d.silent.add("B1")
+    d.run(MISMATCH_HOLD_S + 5)
+    assert d.raised(A.MISMATCH) == []
+    d.silent.discard("B1")
+    d.step()  # the next frame still has the flag, more than the hold after the first
+    assert [c.subject for c in d.raised(A.MISMATCH)] == ["B1"]
+
+
+def test_mismatch_hold_counts_from_the_bonding_and_a_frame_from_a_slow_gateway() -> None:
+    ward = FakeWard(bonded_tags={"B1"})
+    d = settled(ward, M2=(12.5, 3.0, 0))
+    d.status2["B2"] = MISMATCH  # flagged before B2 is bonded (admitted with a mother near)
+    d.run(10)
+    ward.bonded_tags.add("B2")
+    d.run(MISMATCH_HOLD_S - 1.0)
+    assert d.raised(A.MISMATCH) == []
+    d.run(2.0)  # frames come 0.1 s before each step: the first past the hold is 5.4 s in
+    assert [c.subject for c in d.raised(A.MISMATCH)] == ["B2"]
+    # an old frame without the flag, delivered late by a slow gateway, changes nothing
+    i = d.tag("B1")
+    d.status2["B1"] = MISMATCH
+    d.run(3)
+    since = d.rules.mismatch_since[i]
+    late = np.zeros(1, dtype=TELEMETRY_DTYPE)
+    late["t"], late["tag"], late["status"] = since - 1.0, i, SKIN
+    d.rules.evaluate(d.t, None, late, None, d.ward, None)
+    assert d.rules.mismatch_since[i] == since
+
+
 def test_mismatch_names_the_likeliest_mothers_first_and_clears_on_discharge() -> None:
     ward = FakeWard(mothers={"B2": "M2"})
     d = settled(ward, B2=IN_R2, M2=(12.5, 3.0, 0))
-    d.status2["B2"] = MISMATCH
-    (c,) = [c for c in d.step() if c.type is A.MISMATCH]
+    _, out = flag_until_raised(d, "B2")
+    (c,) = out
     assert c.detail["paired_mother"] == "M2"
     assert [m["tag"] for m in c.detail["nearest_mothers"]] == ["M1"]  # the only other one
     d.step(places={"M1": None})  # positions unknown: named by nobody, still raised once
@@ -266,8 +321,7 @@ def test_mismatch_names_the_likeliest_mothers_first_and_clears_on_discharge() ->
 
 def test_mismatch_detail_follows_the_baby() -> None:
     d = settled(M2=(5.0, 3.0, 0))
-    d.status2["B1"] = MISMATCH
-    d.step()
+    flag_until_raised(d, "B1")
     out = d.step(places={"B1": (4.0, 8.0, 0), "M2": (4.5, 8.0, 0)})  # carried into the corridor
     (moved,) = [c for c in out if c.type is A.MISMATCH]
     assert moved.active and moved.location is not None

@@ -148,14 +148,15 @@ def test_bracelet_mismatch_flag_raises_mismatch_at_the_baby_naming_the_mothers()
     changes = []
     for k in range(0, 20):
         now = T0 + 100 + k
-        on = 2 <= k < 8
+        on = 2 <= k < 12
         tele = np.concatenate([_flagged("B01", flag if on else 0, now),
                                _flagged("B02", flag, now)])  # fmt: skip
         out = desk.step(now, _tick(engine, now, placed, tele), None)
         changes += [(tr.t - T0 - 100, tr.action, tr.alarm) for tr in out.transitions
                     if tr.alarm.type is AlarmType.MISMATCH]  # fmt: skip
-    hold = SITE.rules.infant.clear_hold_s
-    assert [(t, action) for t, action, _ in changes] == [(2.0, "raise"), (8.0 + hold, "clear")]
+    hold, held = SITE.rules.infant.clear_hold_s, SITE.rules.infant.mismatch_hold_s
+    assert [(t, action) for t, action, _ in changes] == [(2.0 + held, "raise"),
+                                                         (12.0 + hold, "clear")]  # fmt: skip
     alarm = changes[0][2]
     assert alarm.subject == "B01" and alarm.location is not None
     assert alarm.location.zone == "R101"  # located at the baby

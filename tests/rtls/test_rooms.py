@@ -21,7 +21,7 @@ from rtls.room_map import RoomMap
 from rtls.rooms import RoomFilter, RoomParams
 from rtls.site import Site
 from rtls.window import RssiWindow
-from rtls.zones import Hysteresis, ZoneIndex, ZoneMembership
+from rtls.zones import Hysteresis, ZoneError, ZoneIndex, ZoneMembership
 
 FloatArray = NDArray[np.float64]
 GATEWAYS = [(3, 3), (9, 3), (11, 3), (17, 3), (3, 8), (10, 8), (17, 8)]
@@ -381,6 +381,34 @@ def test_exit_zones_are_entered_and_named_when_more_likely_than_not() -> None:
     named = INDEX.smallest(f.named(membership.inside))
     assert membership.inside[0, ZONE["EXIT"]] and named[0] == ZONE["EXIT"]
     assert not membership.inside[1, [ZONE["A"], ZONE["B"]]].any() and named[1] == ZONE["WARD"]
+
+
+def test_a_dwell_completes_on_readings_not_on_one_held_past_the_next_advertisement() -> None:
+    """A tag read once in the exit zone and then not again (too few links heard) keeps that
+    probability, but the zone's dwell does not complete on it once the reading is older than
+    the tag's advertising interval plus ``reading_slack_s``; renewed readings complete it."""
+    f = _filter()
+    assert f.reading_s == pytest.approx(np.full(len(SITE.tags), 2.0 + 0.5))  # staff: 2 s
+    dwell = np.where(INDEX.is_exit, 5.0, 0.0)
+    membership = ZoneMembership(INDEX, len(SITE.tags), enter_dwell_s=dwell, leave_dwell_s=0.0)
+    at_exit = _model_rssi((18.5, 8.0))
+    _read(f, 0.0, 0, _model_rssi((5.0, 8.0)))  # first placed in the corridor
+    _read(f, 0.0, 1, _model_rssi((5.0, 8.0)))
+    f.update_membership(0.0, membership)
+    assert not membership.inside[[0, 1], ZONE["EXIT"]].any()
+    for k in range(1, 41):  # 10 s in 0.25 s ticks; tag 0 read once, tag 1 every 2 s
+        now = 2.0 + 0.25 * k
+        if k == 1:
+            _read(f, now, 0, at_exit)
+        if k % 8 == 1:
+            _read(f, now, 1, at_exit)
+        f.update_membership(now, membership)
+    assert f.zone_probability()[0, ZONE["EXIT"]] >= 0.5  # its one reading still says so
+    assert f.known(12.0)[0]
+    assert not membership.inside[0, ZONE["EXIT"]]  # but nothing renewed it
+    assert membership.inside[1, ZONE["EXIT"]]
+    with pytest.raises(ZoneError, match="interval_s"):
+        RoomFilter(f.rooms, ANCHORS, 4, interval_s=[2.0, 2.0])
 
 
 def test_huber_log_likelihood_equals_the_direct_sum_over_links() -> None:

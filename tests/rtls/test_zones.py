@@ -489,9 +489,14 @@ def test_zone_kinds_are_kept() -> None:
 
 
 def _probability_run(
-    m: ZoneMembership, steps: list[tuple[float, dict[int, float]]], zone: int, known: bool = True
+    m: ZoneMembership,
+    steps: list[tuple[float, dict[int, float]]],
+    zone: int,
+    known: bool = True,
+    fresh: set[float] | None = None,
 ) -> list[tuple[str, float, float]]:
-    """Feed P(tag 0 in ``zone``) = value at each (t, {0: value}); returns (kind, t, at) events."""
+    """Feed P(tag 0 in ``zone``) = value at each (t, {0: value}); returns (kind, t, at) events.
+    ``fresh``: the times at which the value is new evidence (None: every step, the default)."""
     events = []
     for now, values in steps:
         prob = np.zeros((N_TAGS, len(INDEX)))
@@ -499,7 +504,8 @@ def _probability_run(
             prob[tag, zone] = value
         kn = np.zeros(N_TAGS, dtype=bool)
         kn[list(values)] = known
-        tr = m.update_probability(now, prob, kn, enter=0.9, leave=0.6)
+        new = None if fresh is None else np.full(N_TAGS, now in fresh)
+        tr = m.update_probability(now, prob, kn, enter=0.9, leave=0.6, fresh=new)
         events += [("in", float(r["t"]), now) for r in tr.entered if r["zone"] == zone]
         events += [("out", float(r["t"]), now) for r in tr.left if r["zone"] == zone]
     return events
@@ -520,6 +526,40 @@ def test_probability_membership_enters_and_leaves_after_the_dwell_with_a_dead_ba
     assert _probability_run(m, band, room) == [] and m.inside[0, room]
     out = [(T0 + (29 + i) * TICK, {0: 0.3}) for i in range(5)]
     assert _probability_run(m, out, room) == [("out", T0 + 29 * TICK, T0 + 33 * TICK)]
+
+
+def test_probability_dwell_completes_on_renewed_readings_not_on_a_held_one() -> None:
+    """A reading held after the next one was due is no evidence: one reading at 0.95 held
+    10 s does not complete a 5 s dwell; readings renewing it do. The same for leaving."""
+    room = INDEX.column("R101")
+    m = ZoneMembership(INDEX, N_TAGS, hysteresis=Hysteresis(dwell_s=5.0))
+    times = [T0 + 0.25 * i for i in range(200)]
+    prob = {t: 0.0 for t in times}
+    fresh = {T0}  # the first reading places the tag outside
+    fresh.add(T0 + 10.0)  # one high reading, then none for 10 s (held by the filter)
+    for t in times[40:80]:
+        prob[t] = 0.95
+    fresh.add(T0 + 20.0)  # the next reading is low: never entered
+    steps = [(t, {0: prob[t]}) for t in times[:81]]
+    assert _probability_run(m, steps, room, fresh=fresh) == []
+    # readings every 2 s from 22 s, all high: entered at the first one >= 5 s after the first
+    for t in times[81:]:
+        prob[t] = 0.95
+    fresh |= {T0 + 22.0 + 2.0 * k for k in range(10)}
+    steps = [(t, {0: prob[t]}) for t in times[81:]]
+    assert _probability_run(m, steps, room, fresh=fresh) == [("in", T0 + 22.0, T0 + 28.0)]
+    # leaving likewise: a low reading held does not complete the leave dwell, readings do
+    out = [(T0 + 50.0 + 0.25 * i, {0: 0.1}) for i in range(40)]
+    assert _probability_run(m, out, room, fresh={T0 + 50.0}) == [] and m.inside[0, room]
+    out = [(T0 + 60.0 + 0.25 * i, {0: 0.1}) for i in range(40)]  # the next reading agrees:
+    assert _probability_run(m, out, room, fresh={T0 + 60.0}) == [("out", T0 + 50.0, T0 + 60.0)]
+    # without ``fresh`` every step counts, as before: the held reading would have entered
+    m2 = ZoneMembership(INDEX, N_TAGS, hysteresis=Hysteresis(dwell_s=5.0))
+    steps = [(t, {0: prob[t] if t < T0 + 20.0 else 0.0}) for t in times[:81]]
+    assert _probability_run(m2, steps, room) == [("in", T0 + 10.0, T0 + 15.0)]
+    with pytest.raises(ZoneError, match="fresh"):
+        m.update_probability(T0 + 100, np.zeros((N_TAGS, len(INDEX))), np.ones(N_TAGS, bool),
+                             enter=0.9, leave=0.6, fresh=np.ones(2, bool))  # fmt: skip
 
 
 def test_probability_membership_freezes_unknown_tags_and_checks_its_arguments() -> None:
