@@ -19,7 +19,8 @@ injected abduction.
 
     python -m bench.normal_day [--hours 24] [--shifts 8] [--jobs 2] [--seed 1] [--sigma 6]
 
-Prints a table and one JSON line. docs/alarms-bench.md explains the method.
+Prints a table and one JSON line. The method is the docstring above; docs/alarms.md lists the
+bench beside the other alarm checks.
 """
 
 from __future__ import annotations
