@@ -21,6 +21,7 @@ MAX_UNKNOWN: Final = 4096  # unknown addresses listed; more are only counted (un
 RECENT_BATCHES: Final = 16  # per gateway, (seq, t0) pairs remembered to drop QoS 1 duplicates
 RECENT_READS: Final = 32  # per door reader, (tag, t) pairs remembered to drop duplicates
 MAX_GAP: Final = 1 << 16  # a larger jump of the batch sequence is a restart, not lost batches
+RECENT_MISSING: Final = 64  # per gateway, missing sequence numbers a late batch may still fill
 
 
 @dataclass(slots=True)
@@ -69,12 +70,14 @@ class DecodeCounters:
     last_error: str = ""
     _batches: list[deque[tuple[int, float]]] = field(init=False, repr=False)
     _last_seq: list[int] = field(init=False, repr=False)
+    _missing: dict[int, deque[int]] = field(init=False, repr=False)
     _reads: dict[int, deque[tuple[int, float]]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         g = len(self.gateway_last_heard)
         self._batches = [deque(maxlen=RECENT_BATCHES) for _ in range(g)]
         self._last_seq = [-1] * g
+        self._missing = {}
         self._reads = {}
 
     @classmethod
@@ -145,15 +148,26 @@ class DecodeCounters:
         return (seq, t0) in self._batches[gateway]
 
     def accept_batch(self, gateway: int, seq: int, t0: float) -> None:
-        """Remember an accepted batch; a forward gap in ``seq`` counts as lost batches."""
+        """Remember an accepted batch; a forward gap in ``seq`` counts as lost batches, and a
+        late batch that fills one of the last ``RECENT_MISSING`` gaps is taken back off (the
+        engine service decodes urgent batches ahead of older queued ones)."""
         last = self._last_seq[gateway]
         ahead = (seq - last) % (1 << 32)
         if 0 < ahead < MAX_GAP and last >= 0:
             self.batches_lost[gateway] += ahead - 1
             self._last_seq[gateway] = seq
+            if ahead > 1:
+                missing = self._missing.setdefault(gateway, deque(maxlen=RECENT_MISSING))
+                missing.extend((seq - k) % (1 << 32) for k in range(min(ahead - 1,
+                                                                         RECENT_MISSING), 0, -1))
         elif last < 0 or (1 << 32) - ahead >= MAX_GAP:  # first batch, or the gateway restarted
             self._last_seq[gateway] = seq
-        # else: a late (reordered) or repeated sequence number: keep the newest
+            self._missing.pop(gateway, None)
+        else:  # a late (reordered) or repeated sequence number: keep the newest
+            gaps = self._missing.get(gateway)
+            if gaps is not None and seq in gaps:
+                gaps.remove(seq)
+                self.batches_lost[gateway] -= 1
         self._batches[gateway].append((seq, t0))
 
     def is_duplicate_read(self, reader: int, tag: int, t: float) -> bool:

@@ -74,6 +74,7 @@ class Desk:
         self.workers = LoneWorkers(site)
         self.actuators = Actuators(site)
         self._tag_ids = tuple(t.id for t in site.tags)
+        self._documents_due = False  # an early step left the documents to the next one
         self._staff = np.flatnonzero([t.kind is TagKind.STAFF for t in site.tags])
         self._commands: dict[str, Callable[[Mapping[str, Any], str, float], DeskOutput]] = {
             "acknowledge": self._acknowledge, "resolve": self._resolve, "shelve": self._shelve,
@@ -85,8 +86,11 @@ class Desk:
         }  # fmt: skip
 
     # -- the engine's side -----------------------------------------------------------------------
-    def step(self, now: float, tick: TickResult | None, heard: HeardLike | None) -> DeskOutput:
-        """One evaluation after an engine tick (``tick`` None: no tick, timers only)."""
+    def step(self, now: float, tick: TickResult | None, heard: HeardLike | None, *,
+             documents: bool = True) -> DeskOutput:  # fmt: skip
+        """One evaluation after an engine tick (``tick`` None: no tick, timers only).
+        ``documents`` False (the engine's early passes for critical input, which must not wait
+        for a snapshot of the ward and the workers): the documents go with the next step."""
         out = DeskOutput()
         conditions: list[Condition] = []
         superseded: list[tuple[AlarmType, str, float, str]] = []
@@ -111,8 +115,10 @@ class Desk:
         out.commands += self.actuators.update(now, self.book.alarms.values(),
                                               signed_out=self._signed_out(now))  # fmt: skip
         out.downlinks += self.workers.due_confirmations(now)
-        if conditions or superseded or out.downlinks:
-            out.documents = self.documents()
+        if conditions or superseded or out.downlinks or self._documents_due:
+            self._documents_due = not documents
+            if documents:
+                out.documents = self.documents()
         return out
 
     def link(self, now: float, up: bool) -> DeskOutput:

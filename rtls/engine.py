@@ -4,7 +4,9 @@ One :class:`Engine` per site. Feed it messages (:meth:`Engine.ingest_message`) o
 arrays (:meth:`Engine.ingest_observations`, used by offline ``rtls locate``), then call
 :meth:`Engine.tick` every ``tick_s`` with the current time: all tags that were heard since the
 last tick are located together in one vectorised call, tracked, and checked against every zone.
-The live service (``rtls.service.engine``) and the offline command run exactly this code.
+The live service (``rtls.service.engine``) and the offline command run exactly this code; the
+service also hands critical input (strap tamper, SOS, door reads) to the rules at once, with
+the last tick's positions, through :meth:`Engine.early` (docs/engine.md).
 """
 
 from __future__ import annotations
@@ -28,7 +30,18 @@ from rtls.track import Tracker, TrackEstimate, TrackParams
 from rtls.walkable import WalkableArea, WalkableParams
 from rtls.walls import WallLossMaps, site_walls
 from rtls.window import RssiWindow
-from rtls.zones import DoorIndex, Hysteresis, Transitions, ZoneIndex, ZoneMembership, place_at_door
+from rtls.zones import (
+    TRANSITION_DTYPE,
+    DoorIndex,
+    Hysteresis,
+    Transitions,
+    ZoneIndex,
+    ZoneMembership,
+    place_at_door,
+)
+
+ROOM_CHUNK = 512  # tags per call of the room filter's evidence (its arrays are points x tags)
+GRID_CHUNK = 1024  # tags per block of the grid search of new tracks (its arrays: tags x cells)
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,8 @@ class Engine:
         self._reads: list[NDArray[np.void]] = []
         self._telemetry: list[NDArray[np.void]] = []  # handed to the rules each tick
         self._status: list[SourceStatus] = []
+        self._last: TickResult | None = None  # what early passes take the positions from
+        self._room_obs: list[Observations] = []  # the room filter's packets of the next tick
         self.observations = 0
         self.last_tick = -np.inf
 
@@ -134,7 +149,7 @@ class Engine:
         self.window.add(obs)
         self.observations += len(obs)
         if self.rooms is not None:
-            self.rooms.add(obs)
+            self._room_obs.append(obs)
 
     def ingest_reads(self, reads: NDArray[np.void]) -> None:
         """Door reads (READ_DTYPE: t, reader, tag, rssi)."""
@@ -175,12 +190,49 @@ class Engine:
         status = tuple(self._status)
         self._telemetry.clear()
         self._status.clear()
-        return TickResult(now, est, zone, transitions, tags, fix, telemetry, reads, status)
+        result = TickResult(now, est, zone, transitions, tags, fix, telemetry, reads, status)
+        self._last = result
+        return result
 
     def _update_rooms(self, now: float, tags: NDArray[np.intp], floor: NDArray[np.intp]) -> None:
-        """Evidence for the room filter: what was heard of ``tags`` on their chosen floors."""
+        """Evidence for the room filter: what was heard of ``tags`` (sorted) on their chosen
+        floors, ``ROOM_CHUNK`` tags at a time with their packets (its work arrays grow with the
+        tags of one call: points x tags)."""
         assert self.rooms is not None
-        self.rooms.evidence(now, tags, floor, self.window)
+        obs = np.concatenate(self._room_obs) if self._room_obs else None
+        self._room_obs = []
+        if obs is None:
+            self.rooms.evidence(now, tags, floor, self.window)
+            return
+        obs = obs[np.argsort(obs["tag"], kind="stable")]
+        keys = obs["tag"]
+        for s in range(0, len(tags), ROOM_CHUNK):
+            chunk = tags[s : s + ROOM_CHUNK]
+            lo = int(np.searchsorted(keys, chunk[0], "left"))
+            hi = int(np.searchsorted(keys, chunk[-1], "right"))
+            self.rooms.add(obs[lo:hi])
+            self.rooms.evidence(now, chunk, floor[s : s + ROOM_CHUNK], self.window)
+
+    def early(self, now: float, decoded: Decoded) -> TickResult:
+        """An early pass for critical input (strap tamper, SOS, door reads, docs/engine.md): a
+        result holding ``decoded``'s telemetry and door reads with the positions and zones of
+        the last tick (nothing located, no zone change). Reads and changes no state, so it may
+        run while a tick runs in another thread. The same input reaches the rules again with the
+        tick that ingests it: the rules treat a repeated frame as one (every advertisement is
+        heard by several gateways anyway)."""
+        last = self._last
+        n = len(self.site.tags)
+        if last is None:
+            est = TrackEstimate(now, np.full((n, 2), np.nan), np.zeros((n, 2)),
+                                np.full(n, -1, dtype=np.intp), np.zeros((n, 2, 2)),
+                                np.zeros(n, dtype=bool), np.full(n, -np.inf))  # fmt: skip
+            zone = np.full(n, -1, dtype=np.int64)
+        else:
+            est, zone = last.estimate, last.zone
+        none = np.zeros(0, dtype=TRANSITION_DTYPE)
+        transitions = Transitions(none, none, np.zeros(n, dtype=bool))
+        return TickResult(now, est, zone, transitions, np.zeros(0, dtype=np.intp), None,
+                          decoded.telemetry, decoded.reads, ())  # fmt: skip
 
     def _locate(self, now: float, tags: NDArray[np.intp]) -> Fix:
         """One vectorised fix of ``tags``.
@@ -225,20 +277,23 @@ class Engine:
         weighted squared error over the heard gateways of that floor, as matrix products."""
         out = np.full((len(rssi), 2), np.nan)
         for f in np.unique(floor[floor >= 0]).tolist():
-            rows = np.flatnonzero(floor == f)
-            cand, model = self._grid_model(f)
+            cand, m = self._grid_model(f)  # m (C, G_f)
             on = self.anchors.floor == f
-            y = rssi[rows][:, on]
-            w = np.where(np.isfinite(y), 1.0 / variances[rows][:, on], 0.0)
-            y = np.nan_to_num(y)
-            m = model[:, on]  # (C, G_f)
-            # sum_g w (y - m)^2 = sum w y^2 - 2 (w y) m^T + w (m^2)^T
-            cost = (w * y * y).sum(axis=1)[:, None] - 2.0 * (w * y) @ m.T + w @ (m * m).T
-            out[rows] = cand[np.argmin(cost, axis=1)]
+            m2 = (m * m).T
+            every = np.flatnonzero(floor == f)
+            for s in range(0, len(every), GRID_CHUNK):  # (tags, C) costs: bounded blocks
+                rows = every[s : s + GRID_CHUNK]
+                y = rssi[rows][:, on]
+                w = np.where(np.isfinite(y), 1.0 / variances[rows][:, on], 0.0)
+                y = np.nan_to_num(y)
+                # sum_g w (y - m)^2 = sum w y^2 - 2 (w y) m^T + w (m^2)^T
+                cost = (w * y * y).sum(axis=1)[:, None] - 2.0 * (w * y) @ m.T + w @ m2
+                out[rows] = cand[np.argmin(cost, axis=1)]
         return out
 
     def _grid_model(self, f: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Candidate points (C, 2) inside floor ``f`` and the model RSSI (C, G) there."""
+        """Candidate points (C, 2) inside floor ``f`` and the model RSSI (C, G_f) there at the
+        floor's own gateways (cached per floor)."""
         if f not in self._grids:
             outline = np.asarray(self.site.floors[f].outline, dtype=np.float64)
             lo, hi = outline.min(axis=0), outline.max(axis=0)
@@ -248,13 +303,15 @@ class Engine:
             cand = np.column_stack([gx.ravel(), gy.ravel()])
             cand = cand[points_in_polygon(cand, outline)]
             a = self.anchors
+            on = a.floor == f
             z = a.floor_elevation[f] + self.params.locator.tag_height_m
+            xyz = a.xyz[on]
             d = np.sqrt(
-                ((cand[:, None, :] - a.xyz[None, :, :2]) ** 2).sum(axis=2) + (a.xyz[:, 2] - z) ** 2
+                ((cand[:, None, :] - xyz[None, :, :2]) ** 2).sum(axis=2) + (xyz[:, 2] - z) ** 2
             )
-            model = a.p0 - 10.0 * a.n * np.log10(np.maximum(d, self.params.locator.d_min_m))
+            model = a.p0[on] - 10.0 * a.n[on] * np.log10(np.maximum(d, self.params.locator.d_min_m))
             assert self.walls is not None
-            self._grids[f] = (cand, model - self.walls.lookup(cand))
+            self._grids[f] = (cand, model - self.walls.lookup(cand)[:, on])
         return self._grids[f]
 
     def _place(

@@ -85,9 +85,11 @@ class AlarmShell:
 
     # -- engine side -------------------------------------------------------------------------
     async def after_tick(
-        self, pub: Publisher | None, now: float, tick: TickResult | None, heard: HeardLike | None
-    ) -> DeskOutput:
-        out = self.desk.step(now, tick, heard)
+        self, pub: Publisher | None, now: float, tick: TickResult | None, heard: HeardLike | None,
+        *, documents: bool = True,
+    ) -> DeskOutput:  # fmt: skip
+        """Step the desk (``documents``: see :meth:`rtls.desk.Desk.step`), commit, announce."""
+        out = self.desk.step(now, tick, heard, documents=documents)
         await self.settle(pub, out, now)
         return out
 

@@ -143,6 +143,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
     console = _console_config(args)
     print(f"rtls engine: site {site.id!r}, broker {args.broker}, tick {args.tick} s, "
           f"alarm store {args.db}", flush=True)  # fmt: skip
+    from rtls.service.engine import SWITCH_INTERVAL_S
+
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # urgent passes must not wait 5 ms for the GIL
     try:
         asyncio.run(run_engine(site, host, int(port), tick_s=args.tick, db=Path(args.db),
                                audit_key=key, commands=args.commands,

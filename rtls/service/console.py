@@ -197,6 +197,7 @@ class ConsoleServer:
         except OSError as exc:
             raise TransportError(f"console: cannot listen on {self.config.host}:"
                                  f"{self.config.port}: {exc}") from exc  # fmt: skip
+        self._technical = self._make_technical(self.clock())  # a first login sees it at once
         self._tasks.append(asyncio.create_task(self._housekeeping()))
 
     async def close(self) -> None:
@@ -587,35 +588,44 @@ class ConsoleServer:
 
     # -- periodic --------------------------------------------------------------------------------
     async def _housekeeping(self) -> None:
+        """Every 0.5 s: expired sessions, the ward board, the technical view, heartbeats. A
+        failure is logged and the loop goes on (heartbeats must not stop)."""
         loop = asyncio.get_running_loop()
-        next_beat = next_tech = loop.time()
+        state = {"beat": loop.time(), "tech": loop.time()}
         while True:
             await asyncio.sleep(0.5)
-            now = self.clock()
-            for session in self.sessions.expire(now):
-                for c in list(self.clients):
-                    if c.session is not None and c.session.key == session.key:
-                        c.session = None
-                        await c.ws.close(CLOSE_SESSION, "session expired")
-            if self._board_dirty:
-                self._refresh_board()
-            if loop.time() >= next_tech:
-                next_tech = loop.time() + self.config.technical_s
-                self._refresh_board()  # batteries change without a ward act
-                self._technical = self._make_technical(now)
-                message = b'{"type":"technical",' + self._technical[1:]
-                for c in self.clients:
-                    if c.user is not None and refusal(c.user, "technical") is None:
-                        c.outbox.offer("technical", message)
-                        c.wake.set()
-            if loop.time() >= next_beat:
-                next_beat = loop.time() + self.config.heartbeat_s
-                beat = _dumps({"type": "heartbeat", "t": round(now, 3),
-                               "seq": self.replay.last_seq})  # fmt: skip
-                for c in self.clients:
-                    if c.session is not None:
-                        c.outbox.offer("heartbeat", beat)
-                        c.wake.set()
+            try:
+                await self._housekeep(loop, state)
+            except Exception:
+                _LOG.exception("console housekeeping failed; retried in 0.5 s")
+
+    async def _housekeep(self, loop: asyncio.AbstractEventLoop, state: dict[str, float]) -> None:
+        next_beat, next_tech = state["beat"], state["tech"]
+        now = self.clock()
+        for session in self.sessions.expire(now):
+            for c in list(self.clients):
+                if c.session is not None and c.session.key == session.key:
+                    c.session = None
+                    await c.ws.close(CLOSE_SESSION, "session expired")
+        if self._board_dirty:
+            self._refresh_board()
+        if loop.time() >= next_tech:
+            state["tech"] = loop.time() + self.config.technical_s
+            self._refresh_board()  # batteries change without a ward act
+            self._technical = self._make_technical(now)
+            message = b'{"type":"technical",' + self._technical[1:]
+            for c in self.clients:
+                if c.user is not None and refusal(c.user, "technical") is None:
+                    c.outbox.offer("technical", message)
+                    c.wake.set()
+        if loop.time() >= next_beat:
+            state["beat"] = loop.time() + self.config.heartbeat_s
+            beat = _dumps({"type": "heartbeat", "t": round(now, 3),
+                           "seq": self.replay.last_seq})  # fmt: skip
+            for c in self.clients:
+                if c.session is not None:
+                    c.outbox.offer("heartbeat", beat)
+                    c.wake.set()
 
     def _make_technical(self, now: float) -> bytes:
         engine = self.service.engine

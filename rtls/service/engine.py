@@ -1,10 +1,21 @@
 """The engine service: MQTT ingest (aiomqtt) around the pure :class:`rtls.engine.Engine`.
 
-Two coroutines share one event loop: the receiver only appends raw messages to a queue (so the
-MQTT client is never starved), and the ticker, every ``tick_s``, drains the queue in bounded
-batches through the decoders, runs one engine tick and publishes the positions
-(``rtls/v1/engine/positions``, JSON, docs/engine.md). The broker connection is retried with
-back-off forever; the engine's state survives reconnections.
+One event loop and one worker thread (docs/engine.md, "The service"):
+
+- the receiver (paho's message callback: no aiomqtt message object) only appends the raw
+  message to the queue, and, when :func:`rtls.decode_native.is_urgent` says it carries critical
+  input (a door read, a batch with a tamper / SOS / man-down... bit), to the urgent queue too;
+- the urgent pass decodes urgent messages as soon as they arrive (a decoder of its own) and
+  runs the alarm desk on them at once, with the last tick's positions
+  (:meth:`rtls.engine.Engine.early`): a critical event waits neither for the tick nor for one
+  that is running;
+- the ticker, every ``tick_s``, has the worker thread drain the queue through the decoders and
+  run one engine tick (NumPy releases the GIL for most of it; the loop keeps receiving, running
+  urgent passes and serving the console meanwhile), then runs the alarm desk in the loop and
+  publishes the positions (``rtls/v1/engine/positions``, JSON).
+
+The broker connection is retried with back-off forever; the engine's state survives
+reconnections.
 """
 
 from __future__ import annotations
@@ -13,10 +24,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiomqtt
 import numpy as np
@@ -24,7 +38,8 @@ from numpy.typing import NDArray
 
 from rtls import topics
 from rtls.actuators import STATE_FILTER
-from rtls.decode import SUBSCRIPTIONS
+from rtls.decode import SUBSCRIPTIONS, Decoder
+from rtls.decode_native import is_urgent
 from rtls.engine import Engine, TickResult
 from rtls.errors import TransportError
 from rtls.service.alarms import AlarmShell
@@ -38,6 +53,8 @@ STATUS_TOPIC = topics.STATUS
 ACTUATOR_STATES = STATE_FILTER
 CONTROL_PREFIXES = (topics.COMMAND, STATE_FILTER.split("+")[0])
 MAX_QUEUE = 200_000  # messages held between ticks before the oldest are dropped (counted)
+MAX_TICK_BYTES = 8 * 1024 * 1024  # payload bytes one tick decodes at most (~260,000 records)
+SWITCH_INTERVAL_S = 0.001  # `rtls engine`: the GIL passes between the loop and the tick thread
 
 
 @dataclass
@@ -48,34 +65,52 @@ class ServiceStats:
     dropped_queue_full: int = 0
     ticks: int = 0
     connects: int = 0
+    urgent: int = 0  # urgent messages received
+    early_passes: int = 0
     tick_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+
+
+class PositionsEncoder:
+    """``rtls/v1/engine/positions`` JSON of a tick: one formatted string per located tag from
+    ids escaped once, no dict and no ``json.dumps`` per row."""
+
+    def __init__(self, engine: Engine) -> None:
+        site = engine.site
+        self.tags = [json.dumps(t.id) for t in site.tags]
+        self.floors = [json.dumps(f.id) for f in site.floors]
+        self.zones = [json.dumps(z.id) for z in site.zones]
+
+    def encode(self, result: TickResult, visible: NDArray[np.bool_] | None = None) -> bytes:
+        """The tags located this tick (``visible`` (N,): only those; a lone worker's position is
+        private outside alarms): tag, known, x, y, floor, zone, uncertainty (null when
+        unknown), metres to 2 decimals."""
+        est = result.estimate
+        located = result.located if visible is None else result.located[visible[result.located]]
+        known = est.known[located].tolist()
+        xy = np.round(est.xy[located], 2).tolist()
+        u = est.uncertainty[located]
+        unc = np.where(np.isfinite(u), np.round(u, 2), -1.0).tolist()  # -1: null
+        floor = est.floor[located].tolist()
+        zone = result.zone[located].tolist()
+        tags, floors, zones = self.tags, self.floors, self.zones
+        columns = zip(located.tolist(), known, xy, unc, floor, zone, strict=True)
+        rows = [
+            f'{{"tag":{tags[i]},"known":true,"x":{p[0]!r},"y":{p[1]!r},"floor":{floors[f]},'
+            f'"zone":{zones[z] if z >= 0 else "null"},"uncertainty":{u if u >= 0 else "null"}}}'
+            if k
+            else f'{{"tag":{tags[i]},"known":false,"x":null,"y":null,"floor":null,'
+            f'"zone":{zones[z] if z >= 0 else "null"},"uncertainty":null}}'
+            for i, k, p, u, f, z in columns
+        ]
+        return f'{{"t":{round(result.t, 3)!r},"positions":[{",".join(rows)}]}}'.encode()
 
 
 def positions_payload(
     engine: Engine, result: TickResult, visible: NDArray[np.bool_] | None = None
 ) -> bytes:
-    """JSON of the tags located this tick: id, x, y, floor, zone, uncertainty, known.
-    ``visible`` (N,): only those tags (a lone worker's position is private outside alarms)."""
-    site = engine.site
-    est = result.estimate
-    unc = est.uncertainty
-    rows = []
-    located = result.located if visible is None else result.located[visible[result.located]]
-    for i in located.tolist():
-        known = bool(est.known[i])
-        z = int(result.zone[i])
-        rows.append(
-            {
-                "tag": site.tags[i].id,
-                "known": known,
-                "x": round(float(est.xy[i, 0]), 2) if known else None,
-                "y": round(float(est.xy[i, 1]), 2) if known else None,
-                "floor": site.floors[int(est.floor[i])].id if known else None,
-                "zone": site.zones[z].id if z >= 0 else None,
-                "uncertainty": round(float(unc[i]), 2) if known else None,
-            }
-        )
-    return json.dumps({"t": round(result.t, 3), "positions": rows}, separators=(",", ":")).encode()
+    """JSON of the tags located this tick (see :meth:`PositionsEncoder.encode`); a service
+    keeps one encoder instead."""
+    return PositionsEncoder(engine).encode(result, visible)
 
 
 class EngineService:
@@ -99,6 +134,7 @@ class EngineService:
         clock: Callable[[], float] = time.time,
         alarms: AlarmShell | None = None,
         commands: bool = False,
+        switch_interval_s: float | None = None,
     ) -> None:
         self.engine = engine
         self.host, self.port = host, port
@@ -108,8 +144,15 @@ class EngineService:
         self.clock = clock
         self.alarms = alarms
         self.commands = commands
+        self.switch_interval_s = switch_interval_s
         self.stats = ServiceStats()
-        self._queue: deque[tuple[str, bytes, float]] = deque()
+        self._queue: deque[tuple[str, bytes, float]] = deque()  # appended here, popped by ticks
+        self._urgent: deque[tuple[str, bytes, float]] = deque()
+        self._urgent_decoder = Decoder(engine.directory)  # the early passes' own counters
+        self._wake_urgent: asyncio.Event | None = None  # made in run(): needs the loop
+        self._desk_lock: asyncio.Lock | None = None  # desk steps one at a time, in order
+        self._desk_now = -np.inf  # the desk's clock never goes back (early passes run ahead)
+        self._positions = PositionsEncoder(engine)
         self._control: deque[tuple[str, bytes]] = deque()  # commands and actuator states
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
@@ -130,9 +173,16 @@ class EngineService:
     async def run(self) -> None:
         """Tick, connect (and reconnect) until :meth:`stop`; a failure of either loop ends
         the service with that error."""
+        self._wake_urgent = asyncio.Event()
+        self._desk_lock = asyncio.Lock()
+        if self.switch_interval_s is not None:  # process-wide: ``rtls engine`` sets it itself
+            sys.setswitchinterval(self.switch_interval_s)
         if self.alarms is not None:
             await self.alarms.link(None, self.clock(), False)  # down until the first connect
-        tasks = {asyncio.create_task(self._tick_loop()), asyncio.create_task(self._connect_loop())}
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtls-tick")
+        tasks = {asyncio.create_task(self._tick_loop(worker)),
+                 asyncio.create_task(self._connect_loop()),
+                 asyncio.create_task(self._urgent_loop())}  # fmt: skip
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -141,6 +191,7 @@ class EngineService:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            worker.shutdown(wait=True)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
@@ -205,20 +256,68 @@ class EngineService:
                     await self.alarms.link(None, self.clock(), False)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
+        """Receive until the connection ends. Messages go straight from paho's callback to
+        :meth:`accept` (aiomqtt's message objects and queue cost more than the rest of the
+        receive path); should the paho client not be reachable, through aiomqtt's iterator."""
+        raw = getattr(client, "_client", None)
+        if raw is not None and hasattr(raw, "on_message"):
+            raw.on_message = self._on_paho_message
+        async for message in client.messages:  # ends (MqttError) when the connection does
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload).encode()
-            topic = message.topic.value
-            if topic.startswith(CONTROL_PREFIXES):
-                self._control.append((topic, data))
-                continue
-            if len(self._queue) >= MAX_QUEUE:
-                self._queue.popleft()
-                self.stats.dropped_queue_full += 1
-            self._queue.append((topic, data, self.clock()))
-            self.stats.received += 1
+            self.accept(message.topic.value, data)
 
-    async def _tick_loop(self) -> None:
+    def _on_paho_message(self, _client: object, _userdata: object, message: Any) -> None:
+        payload = message.payload
+        self.accept(message.topic, payload if isinstance(payload, bytes) else bytes(payload))
+
+    def accept(self, topic: str, data: bytes) -> None:
+        """One received message: to the control queue, or to the queue (and, if urgent, to the
+        urgent queue as well); never blocks."""
+        if topic.startswith(CONTROL_PREFIXES):
+            self._control.append((topic, data))
+            return
+        self.stats.received += 1
+        item = (topic, data, self.clock())
+        if is_urgent(topic, data):
+            self._urgent.append(item)
+            self.stats.urgent += 1
+            if self._wake_urgent is not None:
+                self._wake_urgent.set()
+        if len(self._queue) >= MAX_QUEUE:
+            self._queue.popleft()
+            self.stats.dropped_queue_full += 1
+        self._queue.append(item)
+
+    # -- the urgent pass and the ticker ----------------------------------------------------------
+    async def _urgent_loop(self) -> None:
+        assert self._wake_urgent is not None
+        while True:
+            await self._wake_urgent.wait()
+            self._wake_urgent.clear()
+            await self.urgent_pass()
+
+    async def urgent_pass(self) -> TickResult | None:
+        """Decode the urgent messages received so far and run the alarm desk on them now, with
+        the last tick's positions (the engine ingests the same messages with the next tick);
+        None when there was nothing to do."""
+        if not self._urgent:
+            return None
+        assert self._desk_lock is not None
+        async with self._desk_lock:
+            messages = list(self._urgent)
+            self._urgent.clear()
+            now = max(self.clock(), self._desk_now)
+            result = self.engine.early(now, self._urgent_decoder.decode_many(messages))
+            self.stats.early_passes += 1
+            if self.alarms is not None and (len(result.telemetry) or len(result.reads)):
+                self._desk_now = now
+                await self.alarms.after_tick(self._client, now, result,
+                                             self.engine.decoder.counters,
+                                             documents=False)  # fmt: skip
+        return result
+
+    async def _tick_loop(self, worker: ThreadPoolExecutor) -> None:
         tick = self.engine.params.tick_s
         loop = asyncio.get_running_loop()
         next_t = loop.time()
@@ -229,17 +328,22 @@ class EngineService:
             if loop.time() - next_t > tick:  # fell behind: do not try to catch up tick by tick
                 next_t = loop.time()
             now = self.clock()
-            result = self.process(now)
+            result, seconds = await loop.run_in_executor(worker, self.compute, now)
+            self._ticked(result, seconds)  # in the loop: its readers (health, metrics) are here
             client = self._client
             try:
-                if self.alarms is not None:
-                    await self.alarms.retry(now)
-                    await self.alarms.after_tick(client, now, result, self.engine.decoder.counters)
-                    await self._handle_control(client)
+                assert self._desk_lock is not None
+                async with self._desk_lock:
+                    desk_now = self._desk_now = max(now, self._desk_now)
+                    if self.alarms is not None:
+                        await self.alarms.retry(desk_now)
+                        await self.alarms.after_tick(client, desk_now, result,
+                                                     self.engine.decoder.counters)  # fmt: skip
+                        await self._handle_control(client)
                 body = None
                 if len(result.located) and (client is not None or self.tick_observers):
                     visible = self.alarms.desk.visible(now) if self.alarms is not None else None
-                    body = positions_payload(self.engine, result, visible)
+                    body = self._positions.encode(result, visible)
                 for observer in self.tick_observers:
                     observer(now, result, body)
                 if client is None:
@@ -281,19 +385,34 @@ class EngineService:
         return json.dumps(body, separators=(",", ":")).encode()
 
     def process(self, now: float) -> TickResult:
-        """Decode what is queued (in bounded batches, yielding nothing in between: this runs
-        in the loop between receives) and run one tick."""
+        """Decode what is queued and run one tick (see :meth:`compute`), then count it."""
+        result, seconds = self.compute(now)
+        self._ticked(result, seconds)
+        return result
+
+    def compute(self, now: float) -> tuple[TickResult, float]:
+        """Decode what is queued (at most ``max_batch`` messages and ``MAX_TICK_BYTES`` of
+        payload: a backlog is worked off over the next ticks, memory stays bounded) and run one
+        tick; returns the result and the seconds it took. Runs in the tick thread: it touches
+        the engine and the queue's left end only (the loop counts the tick: :meth:`_ticked`)."""
         started = time.perf_counter()
         q = self._queue
-        n = min(len(q), self.max_batch)
-        if n:
-            self.engine.ingest_messages([q.popleft() for _ in range(n)])
+        batch: list[tuple[str, bytes, float]] = []
+        size = 0
+        while q and len(batch) < self.max_batch and size < MAX_TICK_BYTES:
+            item = q.popleft()
+            batch.append(item)
+            size += len(item[1])
+        if batch:
+            self.engine.ingest_messages(batch)
         result = self.engine.tick(now)
+        return result, time.perf_counter() - started
+
+    def _ticked(self, result: TickResult, seconds: float) -> None:
         self.stats.ticks += 1
-        self.stats.tick_seconds.append(time.perf_counter() - started)
+        self.stats.tick_seconds.append(seconds)
         if self.on_tick is not None:
             self.on_tick(result)
-        return result
 
 
 def tick_percentile(stats: ServiceStats, q: float) -> float:

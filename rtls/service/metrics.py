@@ -36,7 +36,8 @@ class _Collector(Collector):
                                 value=c.ingest_rate)  # fmt: skip
         errors = CounterMetricFamily("rtls_decode_errors", "Messages or records dropped",
                                      labels=["reason"])  # fmt: skip
-        for reason, n in sorted((counters.rejected + counters.records).items()):
+        # copies first: the tick thread may add a reason meanwhile (dict.copy holds the GIL)
+        for reason, n in sorted((counters.rejected.copy() + counters.records.copy()).items()):
             errors.add_metric([reason], n)
         yield errors
         yield CounterMetricFamily("rtls_ticks", "Engine ticks", value=service.stats.ticks)

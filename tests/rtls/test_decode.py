@@ -865,3 +865,47 @@ def test_fuzz_truncated_and_corrupted_batches(cut: int, flips: list[tuple[int, i
     for pos, value in flips:
         data[pos] = value
     _check_counted("rtls/v1/gw/gw-01/obs", bytes(data[:cut]))
+
+
+# --- urgent messages and late batches (the engine service's early pass) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "urgent"),
+    [(Status.NONE, False), (Status.SKIN_CONTACT, False), (Status.TAMPER, True),
+     (Status.SOS | Status.SKIN_CONTACT, True), (Status.PULL_CORD, True), (Status.FALL, True),
+     (Status.MAN_DOWN, True), (Status.NO_MOVEMENT, True), (Status.PRE_ALARM, True)],
+)  # fmt: skip
+def test_a_batch_is_urgent_when_one_record_has_an_alarm_bit(status: Status, urgent: bool) -> None:
+    from rtls.decode_native import is_urgent
+
+    quiet = [_body(INFANT, status=Status.SKIN_CONTACT)] * 3
+    payload = _batch([tag_address(INFANT)] * 4, [-60] * 4, [*quiet, _body(INFANT, status=status)])
+    assert is_urgent("rtls/v1/gw/gw-01/obs", payload) is urgent
+    assert not is_urgent("rtls/v1/gw/gw-01/health", payload)
+    assert not is_urgent("espresense/devices/x/room", payload)
+
+
+def test_door_reads_are_urgent_and_malformed_batches_are_not() -> None:
+    from rtls.decode_native import is_urgent
+
+    assert is_urgent("rtls/v1/door/DR-1/read", b"{}")
+    assert not is_urgent("rtls/v1/door/DR-1/status", b"{}")
+    payload = _batch([tag_address(INFANT)], [-60], [_body(INFANT, status=Status.TAMPER)])
+    assert not is_urgent("rtls/v1/gw/gw-01/obs", payload[:-1])  # truncated
+    assert not is_urgent("rtls/v1/gw/gw-01/obs", payload + b"\x01")  # length mismatch
+    assert not is_urgent("rtls/v1/gw/gw-01/obs", b"")
+
+
+def test_a_late_batch_fills_the_gap_it_left() -> None:
+    decoder = Decoder(DIRECTORY)
+    for seq in (10, 13):  # 11 and 12 missing
+        decoder.decode_safely("rtls/v1/gw/gw-01/obs", _batch([tag_address(INFANT)], [-60], [None],
+                                                             seq=seq, t0=T0 + seq), RX)  # fmt: skip
+    assert decoder.counters.batches_lost.tolist() == [2, 0]
+    late = _batch([tag_address(INFANT)], [-60], [None], seq=12, t0=T0 + 12)
+    assert len(decoder.decode_safely("rtls/v1/gw/gw-01/obs", late, RX).obs) == 1
+    assert decoder.counters.batches_lost.tolist() == [1, 0]
+    again = _batch([tag_address(INFANT)], [-60], [None], seq=12, t0=T0 + 12.5)  # not a gap now
+    decoder.decode_safely("rtls/v1/gw/gw-01/obs", again, RX)
+    assert decoder.counters.batches_lost.tolist() == [1, 0]

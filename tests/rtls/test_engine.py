@@ -166,3 +166,54 @@ def test_tracks_are_kept_in_the_walkable_area() -> None:
     assert results[False][1] < 0.15  # the fix itself is where the model puts it
     assert 0.2 <= results[True][1] <= 0.5  # the track is just inside the walkable area
     assert abs(results[True][0] - xy[0]) < 0.2
+
+
+def _tamper_batch(tag_id: str, status: int, t: float, seq: int = 1) -> bytes:
+    from rtls.advertisement import Advertisement, Status, TagKind, encode_body, tag_address
+    from rtls.batch import encode_batch, make_records
+
+    tag = next(t for t in SITE.tags if t.id == tag_id)
+    adv = Advertisement(kind=TagKind.INFANT, serial=tag.serial, seq=seq, status=Status(status))
+    body = np.frombuffer(encode_body(adv), np.uint8).reshape(1, 20)
+    recs = make_records(np.array([0]), np.array([list(tag_address(tag.serial))], np.uint8),
+                        np.array([-60]), 37, body)  # fmt: skip
+    return encode_batch("G01", seq, t, recs)
+
+
+def test_early_pass_hands_over_input_with_the_last_ticks_positions_and_changes_nothing() -> None:
+    from rtls.decode import Decoder
+    from rtls.decode_result import Decoded
+
+    eng = Engine(SITE)
+    tag, xy = 0, (12.0, 4.0)
+    before = eng.early(T0, Decoded())  # before any tick: every tag unknown
+    assert not before.estimate.known.any() and (before.zone == -1).all()
+    for k in range(8):
+        eng.ingest_observations(_obs_at(tag, xy, 0, T0 + k * 0.5, _near(xy, 0, 6)))
+        res = eng.tick(T0 + k * 0.5 + 0.25)
+    decoded = Decoder(eng.directory).decode_many(
+        [("rtls/v1/gw/G01/obs", _tamper_batch("B01", 0x01, T0 + 4.1), T0 + 4.1)])
+    early = eng.early(T0 + 4.2, decoded)
+    assert early.t == T0 + 4.2
+    assert early.telemetry["status"].tolist() == [0x01] and early.telemetry["tag"].tolist() == [0]
+    assert early.estimate is res.estimate and early.zone is res.zone  # the last tick's
+    assert len(early.located) == 0 and early.fix is None
+    assert len(early.transitions.entered) == len(early.transitions.left) == 0
+    assert eng.last_tick == res.t and eng.observations == 8 * 6  # nothing ingested
+    assert not eng.window.changed.any()
+
+
+def test_an_early_desk_step_leaves_the_documents_to_the_next_step() -> None:
+    from rtls.decode import Decoder
+    from rtls.desk import Desk
+
+    eng, desk = Engine(SITE), Desk(SITE)
+    desk.command("admit", {"baby": "B01"}, "test", T0)
+    decoded = Decoder(eng.directory).decode_many(
+        [("rtls/v1/gw/G01/obs", _tamper_batch("B01", 0x01, T0 + 1.0), T0 + 1.0)])
+    early = desk.step(T0 + 1.1, eng.early(T0 + 1.1, decoded), None, documents=False)
+    assert [(tr.alarm.type.value, tr.action) for tr in early.transitions] == [("tamper", "raise")]
+    assert early.documents == {}
+    later = desk.step(T0 + 1.3, eng.tick(T0 + 1.3), None)
+    assert set(later.documents) == {"ward", "workers"}
+    assert desk.step(T0 + 1.5, eng.tick(T0 + 1.5), None).documents == {}

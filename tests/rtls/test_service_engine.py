@@ -6,19 +6,34 @@ import asyncio
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
+import paho.mqtt.publish as publish
 
 from gateways.runner import MqttSink, run
 from gateways.scenario import scenario_from_mapping
 from gateways.world import World
+from rtls.advertisement import Advertisement, Status, TagKind, encode_body, tag_address
+from rtls.batch import encode_batch, make_records, obs_topic
 from rtls.engine import Engine
+from rtls.observations import OBS_DTYPE
 from rtls.service.broker import MosquittoBroker
 from rtls.service.engine import HEALTH_TOPIC, POSITIONS_TOPIC, EngineService
 from rtls.site import load_site
-from tests.broker import MessageCollector
+from tests.broker import MessageCollector, wait_until
 
 SITE = load_site()
+
+
+def _frame(tag_id: str, status: Status, seq: int = 1) -> bytes:
+    """One native batch from gateway G01 carrying one advertisement of ``tag_id``."""
+    tag = next(t for t in SITE.tags if t.id == tag_id)
+    adv = Advertisement(kind=TagKind.INFANT, serial=tag.serial, seq=seq, status=status)
+    body = np.frombuffer(encode_body(adv), np.uint8).reshape(1, 20)
+    recs = make_records(np.array([0]), np.array([list(tag_address(tag.serial))], np.uint8),
+                        np.array([-60]), 37, body)  # fmt: skip
+    return encode_batch("G01", seq, time.time(), recs)
 
 
 def test_simulated_ward_in_positions_out(fresh_mosquitto: MosquittoBroker) -> None:
@@ -63,3 +78,84 @@ def test_simulated_ward_in_positions_out(fresh_mosquitto: MosquittoBroker) -> No
     assert report["unknown_tags"] == []
     last = json.loads(published[-1].payload)
     assert {"tag", "x", "y", "floor", "zone", "uncertainty", "known"} <= set(last["positions"][0])
+
+
+def test_a_strap_tamper_reaches_the_desk_before_any_tick(
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The urgent pass: a batch with the TAMPER bit is decoded and given to the alarm desk as it
+    arrives; with a 5 s tick, the alarm is committed before the first tick has run."""
+    from rtls.desk import Desk, DeskOutput
+    from rtls.engine import EngineParams
+    from rtls.service.alarms import AlarmShell
+    from rtls.service.store import AlarmStore
+
+    engine = Engine(SITE, EngineParams(tick_s=5.0))
+    seen: list[tuple[str, str, int, int]] = []
+    box: list[EngineService] = []
+
+    async def main() -> None:
+        async with await AlarmStore.open(tmp_path / "alarms.db") as store:
+            shell = AlarmShell(Desk(SITE), store, clock=time.time)
+            await shell.command(None, "admit", {"baby": "B01"}, "test")
+            service = EngineService(engine, fresh_mosquitto.host, fresh_mosquitto.port,
+                                    client_id="eng-urgent", alarms=shell)  # fmt: skip
+
+            def observe(out: DeskOutput) -> None:
+                for tr in out.transitions:
+                    seen.append((tr.alarm.type.value, tr.alarm.subject, service.stats.ticks,
+                                 service.stats.early_passes))  # fmt: skip
+
+            shell.observers.append(observe)
+            box.append(service)
+            await service.run()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: bool(box) and box[0].connected.is_set(), timeout=10)
+        service = box[0]
+        assert service.stats.ticks == 0
+        publish.single(obs_topic("G01"), _frame("B01", Status.TAMPER), qos=1,
+                       hostname=fresh_mosquitto.host, port=fresh_mosquitto.port)  # fmt: skip
+        assert wait_until(lambda: any(s[:2] == ("tamper", "B01") for s in seen), timeout=4)
+    finally:
+        if box:
+            loop.call_soon_threadsafe(box[0].stop)
+        thread.join(timeout=15)
+    tamper = next(s for s in seen if s[:2] == ("tamper", "B01"))
+    assert tamper[2] == 0, "the tamper alarm waited for a tick"
+    assert tamper[3] >= 1
+    assert service.stats.urgent == 1
+
+
+def test_positions_json_is_the_documented_document() -> None:
+    from rtls.service.engine import PositionsEncoder
+
+    engine = Engine(SITE)
+    xy = np.array([12.0, 4.0])
+    ga = SITE.gateway_arrays
+    near = np.argsort(np.hypot(*(ga.xyz[:, :2] - xy).T) + 1e3 * (ga.floor != 0))[:6]
+    for k in range(7):
+        d = np.linalg.norm(ga.xyz[near] - np.r_[xy, 1.0], axis=1)
+        obs = np.zeros(len(near), dtype=OBS_DTYPE)
+        obs["t"], obs["gateway"], obs["tag"] = 1e9 + k * 0.5, near, 0
+        obs["rssi"] = ga.rssi_at_1m[near] - 25 * np.log10(np.maximum(d, 1))
+        engine.ingest_observations(obs)
+        if k < 6:
+            result = engine.tick(1e9 + k * 0.5 + 0.25)
+    engine.ingest_observations(np.array([(1e9 + 3.1, int(near[0]), 1, -90.0)], dtype=OBS_DTYPE))
+    result = engine.tick(1e9 + 3.25)  # tag 1 heard by one gateway: located, unknown
+    doc = json.loads(PositionsEncoder(engine).encode(result))
+    rows = {r["tag"]: r for r in doc["positions"]}
+    assert doc["t"] == round(result.t, 3) and set(rows) == {"B01", "B02"}
+    est = result.estimate
+    b01 = rows["B01"]
+    assert b01 == {"tag": "B01", "known": True, "x": round(float(est.xy[0, 0]), 2),
+                   "y": round(float(est.xy[0, 1]), 2), "floor": "L1",
+                   "zone": SITE.zones[int(result.zone[0])].id if result.zone[0] >= 0 else None,
+                   "uncertainty": round(float(est.uncertainty[0]), 2)}  # fmt: skip
+    assert rows["B02"]["known"] is False and rows["B02"]["x"] is None
+    hidden = json.loads(PositionsEncoder(engine).encode(result, np.arange(len(SITE.tags)) != 0))
+    assert [r["tag"] for r in hidden["positions"]] == ["B02"]
