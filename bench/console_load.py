@@ -61,8 +61,6 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Mapping, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -78,6 +76,7 @@ from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed, WebSocketException  # noqa: E402
 
 from bench import simdata  # noqa: E402
+from bench.console_http import fetch, metrics  # noqa: E402
 from rtls.advertisement import (  # noqa: E402
     BODY_DTYPE,
     Advertisement,
@@ -387,12 +386,7 @@ class EngineProcess:
         raise BenchError(f"the engine was not ready within {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def _get(self, path: str) -> bytes:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as resp:
-                body: bytes = resp.read()
-                return body
-        except urllib.error.HTTPError as exc:  # 503: degraded, still a health document
-            return exc.read()
+        return fetch(self.url + path, timeout=10)
 
     def cpu_s(self) -> float:
         """User + system CPU seconds of the engine process so far."""
@@ -402,12 +396,7 @@ class EngineProcess:
     def metrics(self) -> dict[str, float]:
         """The /metrics samples without labels, plus ``rtls_tick_seconds`` quantiles as
         ``rtls_tick_seconds{quantile="0.99"}``."""
-        out: dict[str, float] = {}
-        for line in self._get("metrics").decode().splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
+        return metrics(self.url + "metrics", timeout=10)
 
     def log_tail(self, n: int = 30) -> str:
         self._log_file.flush()

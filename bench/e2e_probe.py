@@ -17,8 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 from argon2 import PasswordHasher
 from numpy.typing import NDArray
 
+from bench.console_http import fetch, metrics
 from bench.e2e_load import Links, addresses, bodies, connect, records_for, stamp
 from rtls.advertisement import Status
 from rtls.batch import encode_batch, obs_topic
@@ -159,20 +158,10 @@ class Engine(Proc):
         raise BenchError(f"the engine was not ready in {timeout_s} s:\n{self.tail()}")
 
     def _get(self, path: str) -> bytes:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=30) as resp:
-                body: bytes = resp.read()
-                return body
-        except urllib.error.HTTPError as exc:  # 503: degraded, still a document
-            return exc.read()
+        return fetch(self.url + path, timeout=30)
 
     def metrics(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for row in self._get("metrics").decode().splitlines():
-            if row and not row.startswith("#"):
-                name, _, value = row.rpartition(" ")
-                out[name] = float(value)
-        return out
+        return metrics(self.url + "metrics", timeout=30)
 
     def observations(self) -> float:
         return self.metrics().get("rtls_observations_total", 0.0)
