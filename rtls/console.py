@@ -6,22 +6,25 @@
   lobby of a maternity floor are the maternity staff's concern). Objects on a floor without a
   ward, and alarms without a place, are site-wide (``None``): every scope sees them.
 - :func:`alarm_document`, :func:`ward_board`, :func:`technical_document`: message bodies.
+- :class:`PositionRows`: a tick's fixes as compact rows, one JSON string per tag.
 - :class:`ReplayBuffer`: the recent alarm messages a reconnecting client is replayed from.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 
 from rtls.advertisement import BATTERY_UNKNOWN
 from rtls.alarm import CATALOGUE, Alarm, Category
+from rtls.engine import TickResult
 from rtls.site import Site, ZoneKind
 from rtls.ward import Ward
 
@@ -191,6 +194,42 @@ def technical_document(
         "ingest_rate": round(ingest_rate, 1),
         "tick_ms_p99": round(tick_ms_p99, 3),
     }
+
+
+POSITION_DECIMALS: Final = 1
+"""Metres are sent to 0.1 m: finer than the plan can draw and far finer than the uncertainty, and a
+tag that has not moved by that much is not re-sent."""
+
+
+class PositionRows:
+    """A tick's fixes for the console as compact rows (docs/console-api.md, ``positions``):
+    ``[tag, x, y, floor, zone, uncertainty]``, x / y / floor / uncertainty ``null`` when the
+    position is unknown, zone ``null`` outside every zone. Ids are JSON-escaped once; each row is
+    formatted straight to a string (no dict, no ``json.dumps`` per row)."""
+
+    def __init__(self, site: Site) -> None:
+        self.tags = [json.dumps(t.id) for t in site.tags]
+        self.floors = [json.dumps(f.id) for f in site.floors]
+        self.zones = [json.dumps(z.id) for z in site.zones]
+
+    def encode(self, result: TickResult, located: NDArray[np.intp]) -> list[tuple[int, str]]:
+        """(tag index, row JSON) of the tags ``located`` (K,) indices into ``site.tags``."""
+        est = result.estimate
+        known = est.known[located].tolist()
+        xy = np.round(est.xy[located], POSITION_DECIMALS).tolist()
+        u = est.uncertainty[located]
+        unc = np.where(np.isfinite(u), np.round(u, POSITION_DECIMALS), -1.0).tolist()
+        floor = est.floor[located].tolist()
+        zone = result.zone[located].tolist()
+        tags, floors, zones = self.tags, self.floors, self.zones
+        columns = zip(located.tolist(), known, xy, unc, floor, zone, strict=True)
+        return [
+            (i, f"[{tags[i]},{p[0]!r},{p[1]!r},{floors[f]},{zones[z] if z >= 0 else 'null'},"
+                f"{v if v >= 0 else 'null'}]")
+            if k
+            else (i, f"[{tags[i]},null,null,null,{zones[z] if z >= 0 else 'null'},null]")
+            for i, k, p, v, f, z in columns
+        ]  # fmt: skip
 
 
 @dataclass(frozen=True)

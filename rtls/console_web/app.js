@@ -142,7 +142,7 @@ function applySnapshot(msg) {
   state.site = msg.site || state.site;
   state.alarms = {};
   for (const a of msg.alarms || []) if (a.state !== "closed") state.alarms[a.id] = a;
-  state.positions = msg.positions || [];
+  state.positions = (msg.positions || []).map(fixOf);
   state.ward = msg.ward || null;
   state.technical = msg.technical || null;
   if (state.site) {
@@ -177,9 +177,14 @@ function applyAlarm(msg) {
   if (state.tab === "audit") scheduleAudit();
 }
 
+/** A compact row `[tag, x, y, floor, zone, uncertainty]` (x null: position unknown) as an object. */
+function fixOf(r) {
+  return { tag: r[0], known: r[1] !== null, x: r[1], y: r[2], floor: r[3], zone: r[4], uncertainty: r[5] };
+}
+
 /** A full picture replaces the positions; a delta (full: false) updates its tags and drops `hidden`. */
 function applyPositions(msg) {
-  const rows = msg.positions || [];
+  const rows = (msg.positions || []).map(fixOf);
   if (msg.full === false) {
     const byTag = new Map(state.positions.map((p) => [p.tag, p]));
     for (const p of rows) byTag.set(p.tag, p);

@@ -16,9 +16,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -30,6 +31,7 @@ from websockets.http11 import Request, Response
 
 from rtls.alarm import Alarm, Transition
 from rtls.console import (
+    PositionRows,
     ReplayBuffer,
     WardMap,
     alarm_document,
@@ -158,8 +160,8 @@ class ConsoleServer:
         self._seq = int(clock() * 1000)
         self.replay.last_seq = self._seq
         self._site_json = _dumps(site_document(self.site))
-        self._latest: dict[str, dict[str, Any]] = {}  # tag -> its last visible fix
-        self._tag_index = {t.id: i for i, t in enumerate(self.site.tags)}
+        self._rows = PositionRows(self.site)
+        self._latest: dict[int, str] = {}  # tag index -> its last visible fix (row JSON)
         self._board: dict[str, Any] = self._make_board()
         self._board_json: dict[tuple[str | None, ...], bytes] = {}  # by visible wards
         self._board_dirty = False
@@ -228,33 +230,42 @@ class ConsoleServer:
             self._board_dirty = True
 
     def on_tick(self, now: float, result: TickResult, positions: bytes | None) -> None:
-        """Offer this tick's new fixes (the engine's positions JSON) to every logged-in client
-        as a delta; a client still holding an unsent delta gets the full picture instead.
-        Tags no longer visible (a worker whose alarm ended) are dropped and listed ``hidden``."""
+        """Offer this tick's fixes that changed on the plan (0.1 m, zone, uncertainty) to every
+        logged-in client as a delta; a client still holding an unsent delta gets the full
+        picture instead. Tags no longer visible (a worker whose alarm ended) are dropped and
+        listed ``hidden``. (``positions``, the MQTT JSON, is not used: rows are compact.)"""
         visible = self.shell.desk.visible(now)
-        gone = [tag for tag in self._latest if not visible[self._tag_index[tag]]]
-        for tag in gone:
-            del self._latest[tag]
-        rows = json.loads(positions)["positions"] if positions is not None else []
-        if not rows and not gone:
+        gone = [i for i in self._latest if not visible[i]]
+        for i in gone:
+            del self._latest[i]
+        located = result.located[visible[result.located]]
+        latest = self._latest
+        rows = self._rows.encode(result, located)
+        changed = [(i, row) for i, row in rows if latest.get(i) != row]
+        if not changed and not gone:
             return
-        for row in rows:
-            self._latest[row["tag"]] = row
-        t_now = round(now, 3)
-        delta = _dumps({"type": "positions", "t": t_now, "full": False, "positions": rows,
-                        "hidden": gone})  # fmt: skip
+        latest.update(changed)
+        hidden = _dumps([self.site.tags[i].id for i in gone])
+        delta = self._positions_message(now, False, [row for _, row in changed], hidden)
         full: bytes | None = None
         for c in self.clients:
             if c.session is None:
                 continue
             if c.outbox.pending_positions():
                 if full is None:
-                    full = _dumps({"type": "positions", "t": t_now, "full": True,
-                                   "positions": list(self._latest.values()), "hidden": []})
+                    full = self._positions_message(now, True, latest.values(), b"[]")
                 c.outbox.offer("positions", full)
             else:
                 c.outbox.offer("positions", delta)
             c.wake.set()
+
+    @staticmethod
+    def _positions_message(now: float, full: bool, rows: Iterable[str], hidden: bytes) -> bytes:
+        return b"".join((
+            b'{"type":"positions","t":', repr(round(now, 3)).encode(),
+            b',"full":true' if full else b',"full":false',
+            b',"positions":[', ",".join(rows).encode(), b'],"hidden":', hidden, b"}",
+        ))  # fmt: skip
 
     def _make_board(self) -> dict[str, Any]:
         return ward_board(self.shell.desk.ward, self.site, self.wards,
@@ -361,7 +372,7 @@ class ConsoleServer:
             req = json.loads(raw)
             if not isinstance(req, dict) or not isinstance(req.get("op"), str):
                 raise ValueError("a request is a JSON object with an 'op'")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # too deeply nested: RecursionError
             self.stats.bad_requests += 1
             client.push(_dumps({"type": "error", "error": f"bad request: {exc}"}))
             return
@@ -466,9 +477,8 @@ class ConsoleServer:
                 if sees(user, r.ward):
                     client.push(r.message)
             client.push(self._board_message(user))
-            client.outbox.offer("positions", _dumps({
-                "type": "positions", "t": round(self.clock(), 3), "full": True,
-                "positions": list(self._latest.values()), "hidden": []}))  # fmt: skip
+            client.outbox.offer("positions", self._positions_message(
+                self.clock(), True, self._latest.values(), b"[]"))  # fmt: skip
 
     def _snapshot(self, user: User) -> bytes:
         alarms = [alarm_document(a, self.wards) for a in self.shell.desk.book.active()]
@@ -479,7 +489,7 @@ class ConsoleServer:
             b',"user":', _dumps(user.as_dict()),
             b',"site":', self._site_json,
             b',"alarms":', _dumps([a for a in alarms if sees(user, a["ward"])]),
-            b',"positions":', _dumps(list(self._latest.values())),
+            b',"positions":[', ",".join(self._latest.values()).encode(), b"]",
             b',"ward":', board,
         ]
         if refusal(user, "technical") is None:
@@ -661,9 +671,10 @@ def _transition(tr: Transition, alarm: dict[str, Any]) -> dict[str, Any]:
 
 
 def _safe(args: Mapping[str, Any]) -> dict[str, Any]:
-    """Command arguments fit for the audit trail (short strings and numbers only)."""
-    return {str(k)[:32]: v if isinstance(v, int | float) else str(v)[:200]
-            for k, v in list(args.items())[:10]}  # fmt: skip
+    """Command arguments fit for the audit trail (short strings and numbers only; NaN and
+    infinities as text: the audit store refuses them)."""
+    return {str(k)[:32]: v if isinstance(v, int) or (isinstance(v, float) and math.isfinite(v))
+            else str(v)[:200] for k, v in list(args.items())[:10]}  # fmt: skip
 
 
 def _response(status: int, body: bytes, content_type: str) -> Response:

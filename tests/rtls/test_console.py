@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from rtls.advertisement import BATTERY_UNKNOWN
 from rtls.alarm import Alarm, AlarmBook, AlarmType, Condition, Location
 from rtls.console import (
+    PositionRows,
     ReplayBuffer,
     WardMap,
     alarm_document,
@@ -94,3 +98,21 @@ def test_replay_buffer_replays_or_asks_for_a_snapshot() -> None:
     assert buf.since(1005) == []
     assert buf.since(1001) is None  # 1002 was dropped already
     assert buf.since(2000) is None  # from another run of the server
+
+
+def test_position_rows_are_compact_json_rounded_to_a_decimetre() -> None:
+    n = len(SITE.tags)
+    xy = np.zeros((n, 2))
+    xy[0] = (12.3449, 5.06)
+    est = SimpleNamespace(known=np.arange(n) != 1, xy=xy, uncertainty=np.full(n, 1.26),
+                          floor=np.zeros(n, np.int64))  # fmt: skip
+    est.uncertainty[2] = np.inf
+    zone = np.full(n, -1, np.int64)
+    zone[0] = 3
+    result: Any = SimpleNamespace(estimate=est, zone=zone)
+    rows = PositionRows(SITE).encode(result, np.array([0, 1, 2], np.intp))
+    assert [i for i, _ in rows] == [0, 1, 2]
+    first, unknown, no_unc = (json.loads(r) for _, r in rows)
+    assert first == [SITE.tags[0].id, 12.3, 5.1, SITE.floors[0].id, SITE.zones[3].id, 1.3]
+    assert unknown == [SITE.tags[1].id, None, None, None, None, None]
+    assert no_unc[5] is None and no_unc[4] is None

@@ -118,6 +118,29 @@ def test_login_snapshot_alarm_acknowledge_resolve_audited(console: ConsoleHarnes
     assert verify_database(console.db).ok
 
 
+def test_positions_are_compact_rows_of_tags_on_the_plan(console: ConsoleHarness) -> None:
+    floors = {f.id for f in console.site.floors}
+    tags = {t.id for t in console.site.tags}
+
+    async def run() -> None:
+        c, reply = await _login(console.ws_url, "security.sam")
+        assert reply["ok"], reply
+        await c.wait(lambda m: m["type"] == "snapshot")
+        msg = await c.wait(lambda m: m["type"] == "positions" and any(
+            r[1] is not None for r in m["positions"]), timeout=30.0)  # fmt: skip
+        for row in msg["positions"]:
+            assert len(row) == 6 and row[0] in tags
+            if row[1] is None:  # position unknown: nothing to draw
+                assert row[2] is None and row[3] is None and row[5] is None
+            else:
+                assert isinstance(row[2], float) and row[3] in floors and row[5] > 0
+                assert row[1] == round(row[1], 1) and row[2] == round(row[2], 1)  # 0.1 m
+        await c.ws.close()
+
+    with console.ward():  # the simulated ward: mothers and staff walk about
+        asyncio.run(run())
+
+
 def test_refusals_wrong_password_no_token_role_and_scope(console: ConsoleHarness) -> None:
     async def run() -> None:
         c, reply = await _login(console.ws_url, "nurse.anna", "wrong password!!")
