@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.sparse import coo_matrix
+from scipy.sparse import block_diag, coo_matrix, csr_array
 from scipy.sparse.csgraph import connected_components
 
 from rtls import geometry
@@ -41,7 +41,8 @@ class RoomMap:
     room in no zone, with ``#2``, ``#3`` … when several rooms share a name. Cells:
     ``cell_room`` (S,) their room; ``floor`` (S,); ``zones`` (S, Z) the zones holding the cell;
     ``zone`` (S,) the smallest of them (-1: none); ``area`` (S,) m²; ``opening`` (S, S) metres
-    of boundary a person can cross between two cells (symmetric, 0 across floors);
+    of boundary a person can cross between two cells (symmetric, 0 across floors; a sparse
+    ``scipy.sparse.csr_array``: dense it would be S² floats, 1 GB for a 25-building group);
     ``cell_slice[f]`` the cells of floor f. Points: ``points`` (C, 2), ``point_cell`` (C,),
     ``point_area`` (C,) m² each stands for; ``point_slice[f]`` the points of floor f."""
 
@@ -51,7 +52,7 @@ class RoomMap:
     zones: BoolArray
     zone: IntArray
     area: FloatArray
-    opening: FloatArray
+    opening: csr_array
     points: FloatArray
     point_cell: IntArray
     point_area: FloatArray
@@ -111,12 +112,9 @@ class RoomMap:
         cell_off = np.cumsum([0] + [len(p.area) for p in parts])
         room_off = np.cumsum([0] + [len(p.room_zone) for p in parts])
         point_off = np.cumsum([0] + [len(p.point_cell) for p in parts])
-        n_cells = int(cell_off[-1])
-        opening = np.zeros((n_cells, n_cells))
+        opening = csr_array(block_diag([coo_matrix(p.opening) for p in parts], format="csr"))
         room_ids: list[str] = []
         for f, p in enumerate(parts):
-            sl = slice(int(cell_off[f]), int(cell_off[f + 1]))
-            opening[sl, sl] = p.opening
             room_ids += [index.ids[z] if z >= 0 else f"{names[f]}:elsewhere" for z in p.room_zone]
         seen: dict[str, int] = {}
         for i, name in enumerate(room_ids):  # rooms sharing a name: X, X#2, X#3, ...

@@ -607,7 +607,7 @@ def _floor_model(
     prior = area / area.sum()
     # generator: Q_ab = v L_ab / (π A_a) + jump π_b (a != b), rows summing to 0; reversible
     # with respect to π (area), so S = Π^(1/2) Q Π^(-1/2) is symmetric
-    flux = p.walk_speed_m_s * rooms.opening[csl, csl] / np.pi
+    flux = p.walk_speed_m_s * rooms.opening[csl, csl].toarray() / np.pi
     sqrt_prior = np.sqrt(prior)
     s = flux / np.sqrt(area[:, None] * area[None, :]) + p.jump_rate_per_s * np.outer(
         sqrt_prior, sqrt_prior
