@@ -176,7 +176,10 @@ def _cut_floor(
     of_raster = np.full(nx * ny, -1)
     of_raster[sq] = np.arange(n)
     sig = index.contains(xy, np.full(n, f))  # (n, Z)
-    label = np.unique(sig, axis=0, return_inverse=True)[1].reshape(-1)
+    # squares' zone signatures over this floor's zones only (the others hold no square here):
+    # over all Z columns, the row sort made a site of many floors quadratic to build
+    own = sig[:, index.floor == f]
+    label = np.unique(own, axis=0, return_inverse=True)[1].reshape(-1)
     # 4-neighbour steps between walkable squares, and whether they cross a wall
     right = sq[(ix < nx - 1) & inside[np.minimum(sq + 1, nx * ny - 1)]]
     up = sq[(iy < ny - 1) & inside[np.minimum(sq + nx, nx * ny - 1)]]
