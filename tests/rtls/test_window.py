@@ -109,3 +109,36 @@ def test_gateways_up_are_those_heard_within_the_horizon() -> None:
     w.add(_obs([(0.0, 0, 0, -70.0), (8.0, 2, 1, -80.0)]))
     assert w.gateways_up(10.0).tolist() == [False, False, True]
     assert w.gateways_up(4.0).tolist() == [True, False, True]
+
+
+def test_few_slots_per_tag_give_the_same_window_as_one_per_gateway() -> None:
+    # a tag walking past 40 gateways, heard by at most 3 at a time: 4 slots suffice
+    rng = np.random.default_rng(7)
+    few = RssiWindow(2, 40, tau_s=1.0, horizon_s=2.0, slots=4)
+    all_ = RssiWindow(2, 40, tau_s=1.0, horizon_s=2.0, slots=40)
+    for step in range(60):
+        t = 0.5 * step
+        near = [(step // 5 + k) % 40 for k in range(3)]  # moves on every 2.5 s
+        rows = [(t, g, tag, float(rng.normal(-70, 4))) for tag in (0, 1) for g in near]
+        for w in (few, all_):
+            w.add(_obs(rows))
+        a, b = few.snapshot(t), all_.snapshot(t)
+        assert np.array_equal(np.isnan(a.rssi), np.isnan(b.rssi))
+        assert np.allclose(np.nan_to_num(a.rssi), np.nan_to_num(b.rssi))
+        assert np.allclose(a.weight, b.weight)
+    assert few.evicted_fresh == 0 and few.dropped == 0
+    assert few._gw.shape == (2, 4)
+
+
+def test_a_full_tag_gives_up_its_stalest_link_and_counts_it() -> None:
+    w = RssiWindow(1, 5, tau_s=1.0, horizon_s=10.0, slots=2)
+    w.add(_obs([(0.0, 0, 0, -60.0)]))
+    w.add(_obs([(1.0, 1, 0, -70.0)]))
+    w.add(_obs([(2.0, 2, 0, -80.0)]))  # evicts gateway 0, heard 2 s ago (within the horizon)
+    snap = w.snapshot(2.0)
+    assert np.isnan(snap.rssi[0, 0])
+    assert snap.rssi[0, 1] == pytest.approx(-70.0) and snap.rssi[0, 2] == pytest.approx(-80.0)
+    assert w.evicted_fresh == 1
+    w.add(_obs([(3.0, 3, 0, -61.0), (3.0, 4, 0, -62.0), (3.0, 0, 0, -63.0)]))  # 3 new, 2 slots
+    assert w.dropped == 1
+    assert int((~np.isnan(w.snapshot(3.0).rssi[0])).sum()) == 2
