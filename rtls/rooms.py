@@ -181,7 +181,6 @@ class RoomFilter:
             self._gamma = p.fading_db**2 / (sigma_db**2 + p.fading_db**2)
         else:
             self._gamma = 1.0
-        self._zone_matrix = csr_matrix(rooms.zones.T.astype(np.float64))  # (Z, S), sparse
         self._floors: dict[int, _FloorModel] = {}
         for f, csl in enumerate(rooms.cell_slice):
             if csl.stop > csl.start:
@@ -189,7 +188,14 @@ class RoomFilter:
                     rooms, f, anchors, p, walls, sigma_db, outage, tag_height_m, d_min_m
                 )
         g = anchors.n_gateways
-        self.prob = np.zeros((n_tags, len(rooms)))
+        # each tag's probabilities over its own floor's cells only, (N, max S_f): over every
+        # cell of the site this was (N, S), 900 MB at 10,000 tags on a 25-building group
+        widest = max((csl.stop - csl.start for csl in rooms.cell_slice), default=0)
+        self._local = np.zeros((n_tags, widest))
+        self._zone_matrix = {  # per floor: (Z, S_f), sparse
+            f: csr_matrix(rooms.zones[fm.cells].T.astype(np.float64))
+            for f, fm in self._floors.items()
+        }
         self.floor = np.full(n_tags, -1, dtype=np.intp)
         self.t_prob = np.full(n_tags, -np.inf)
         self.t_evidence = np.full(n_tags, -np.inf)
@@ -398,15 +404,29 @@ class RoomFilter:
     def predicted(self, now: float, tags: ArrayLike | None = None) -> FloatArray:
         """(K, S) cell probabilities of ``tags`` (default all) advanced to ``now`` by the chain
         alone (what the next update starts from); rows of tags without a floor are 0."""
-        idx = np.arange(len(self.prob)) if tags is None else np.asarray(tags, np.intp)
-        out = self.prob[idx].copy()
+        idx = np.arange(len(self._local)) if tags is None else np.asarray(tags, np.intp)
+        out = np.zeros((len(idx), len(self.rooms)))
         for f, fm in self._floors.items():
             k = np.flatnonzero(self.floor[idx] == f)
             if len(k):
                 rows = idx[k]
-                p = self._predict(fm, self.prob[rows, fm.cells], now - self.t_prob[rows])
+                p = self._predict(fm, self._cells(rows, fm), now - self.t_prob[rows])
                 out[k[:, None], np.arange(fm.cells.start, fm.cells.stop)[None, :]] = p
         return out
+
+    @property
+    def prob(self) -> FloatArray:
+        """(N, S) cell probabilities over the whole site as of each tag's last update (dense:
+        for inspection and tests, large on a big site)."""
+        out = np.zeros((len(self._local), len(self.rooms)))
+        for f, fm in self._floors.items():
+            rows = np.flatnonzero(self.floor == f)
+            out[rows, fm.cells] = self._cells(rows, fm)
+        return out
+
+    def _cells(self, tags: IntArray, fm: _FloorModel) -> FloatArray:
+        """(K, S_f) probabilities of ``tags`` (all on ``fm``'s floor) over its cells."""
+        return self._local[tags, : fm.cells.stop - fm.cells.start]
 
     def zone_probability(self) -> FloatArray:
         """(N, Z) probability that each tag is in each zone: the sum over the cells inside it
@@ -437,13 +457,13 @@ class RoomFilter:
     def _reset(self, tags: IntArray, f: int, prob: FloatArray | None, now: float) -> None:
         """Put ``tags`` on floor ``f`` with cell probabilities ``prob`` (K, S_f) (None: the
         floor's stationary law, or nothing on a floor without rooms)."""
-        self.prob[tags] = 0.0
+        self._local[tags] = 0.0
         fm = self._floors.get(f)
         if fm is not None:
-            self.prob[tags, fm.cells] = fm.prior if prob is None else prob
+            self._local[tags, : fm.cells.stop - fm.cells.start] = fm.prior if prob is None else prob
         self.floor[tags] = f
         self.t_prob[tags] = now
-        self._sum_zones(tags)
+        self._sum_zones(tags, f)
 
     def _evidence(
         self,
@@ -459,7 +479,7 @@ class RoomFilter:
         moved = self.floor[tags] != f
         if moved.any():
             self._reset(tags[moved], f, None, now)
-        prior = self._predict(fm, self.prob[tags, fm.cells], now - self.t_prob[tags])
+        prior = self._predict(fm, self._cells(tags, fm), now - self.t_prob[tags])
         ll = self._log_likelihood(fm, y, var, silent, weight, self.params.robust_k)  # (C_f, K)
         cell_ll = _segment_logsumexp(ll, fm.gather).T  # (K, S_f)
         with np.errstate(divide="ignore"):
@@ -468,14 +488,18 @@ class RoomFilter:
         np.exp(post, out=post)
         post /= post.sum(axis=1, keepdims=True)
         post[post < _TINY] = 0.0  # no denormals (slow) in later products
-        self.prob[tags, fm.cells] = post
-        self._sum_zones(tags)
+        self._local[tags, : fm.cells.stop - fm.cells.start] = post
+        self._sum_zones(tags, f)
         self.t_prob[tags] = now
 
-    def _sum_zones(self, tags: IntArray) -> None:
-        """Refresh the zone probabilities of ``tags``: one sparse product (single-threaded,
-        cheap for the few tags of a tick)."""
-        self._zone_prob[tags] = (self._zone_matrix @ self.prob[tags].T).T
+    def _sum_zones(self, tags: IntArray, f: int) -> None:
+        """Refresh the zone probabilities of ``tags`` (all on floor ``f``): one sparse product
+        (single-threaded, cheap for the few tags of a tick)."""
+        fm = self._floors.get(f)
+        if fm is None:
+            self._zone_prob[tags] = 0.0
+            return
+        self._zone_prob[tags] = (self._zone_matrix[f] @ self._cells(tags, fm).T).T
 
     @staticmethod
     def _predict(fm: _FloorModel, p: FloatArray, dt: FloatArray) -> FloatArray:
