@@ -99,8 +99,10 @@ SUBSCRIPTIONS: Final = (
 )
 
 
-def _native_obs(data: bytes, d: Directory, c: DecodeCounters, t: float) -> Decoded:
-    return decode_native_batch(data, d, c, t)
+def _native_obs(
+    gateway: str, data: bytes, d: Directory, c: DecodeCounters, t: float
+) -> Decoded:
+    return decode_native_batch(data, d, c, t, None if gateway == "+" else gateway)
 
 
 def _route(topic: str) -> Handler:
@@ -111,7 +113,7 @@ def _route(topic: str) -> Handler:
         kind, ident, leaf = levels[2], levels[3], levels[4]
         if kind == "gw":
             if leaf == "obs":
-                return _native_obs
+                return partial(_native_obs, ident)
             if leaf == "status":
                 return partial(decode_native_status, ident)
             if leaf == "health":
@@ -210,21 +212,26 @@ def decode_many(
     """
     natives: list[bytes | bytearray | memoryview] = []
     native_rx: list[float] = []
+    native_gw: list[str | None] = []
     parts: list[Decoded] = []
     for topic, payload, received_t in messages:
         if _is_native_obs(topic, payload, received_t):
             counters.messages += 1
             natives.append(payload)
             native_rx.append(float(received_t))
+            level = topic[11:-4]  # rtls/v1/gw/<id>/obs
+            native_gw.append(None if level == "+" else level)
         else:
             parts.append(decode_safely(topic, payload, directory, counters, received_t))
     if natives:
         try:
-            out, errors = decode_native_batches(natives, directory, counters, native_rx)
+            out, errors = decode_native_batches(natives, directory, counters, native_rx,
+                                                native_gw)  # fmt: skip
         except Exception:  # a decoder bug: fall back to one message at a time
             counters.messages -= len(natives)
-            for payload, rx in zip(natives, native_rx, strict=True):
-                parts.append(decode_safely(_NATIVE_TOPIC, payload, directory, counters, rx))
+            for payload, rx, named in zip(natives, native_rx, native_gw, strict=True):
+                topic = _NATIVE_TOPIC if named is None else f"rtls/v1/gw/{named}/obs"
+                parts.append(decode_safely(topic, payload, directory, counters, rx))
         else:
             for _, exc in errors:
                 counters.reject(exc.reason, str(exc))

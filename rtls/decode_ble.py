@@ -79,7 +79,7 @@ def _device(
     if body_problem is not None:
         counters.note(body_problem)
     if body is None:
-        return Decoded(obs=obs)
+        return Decoded(obs=obs, obs_body=np.zeros(1, dtype=BODY_DTYPE))
     telemetry = np.zeros(1, dtype=TELEMETRY_DTYPE)
     telemetry[0] = (
         received_t,
@@ -92,7 +92,8 @@ def _device(
         body["interval"],
     )
     counters.telemetry += 1
-    return Decoded(obs=obs, telemetry=telemetry)
+    bodies = np.array([body], dtype=BODY_DTYPE)  # what tag authentication checks
+    return Decoded(obs=obs, telemetry=telemetry, obs_body=bodies, telemetry_body=bodies)
 
 
 # --- ESPresense -----------------------------------------------------------------------------

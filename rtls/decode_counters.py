@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rtls.advertisement import format_mac
+from rtls.decode_clock import SourceClocks
 from rtls.directory import Directory
 
 MAX_UNKNOWN: Final = 4096  # unknown addresses listed; more are only counted (unknown_overflow)
@@ -72,9 +73,14 @@ class DecodeCounters:
     _last_seq: list[int] = field(init=False, repr=False)
     _missing: dict[int, deque[int]] = field(init=False, repr=False)
     _reads: dict[int, deque[tuple[int, float]]] = field(init=False, repr=False)
+    # the sources' clocks (rtls.decode_clock): a wrong gateway / reader clock is corrected
+    clocks: SourceClocks = field(init=False, repr=False)
+    reader_clocks: SourceClocks = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         g = len(self.gateway_last_heard)
+        self.clocks = SourceClocks(g)
+        self.reader_clocks = SourceClocks(len(self.reader_last_heard))
         self._batches = [deque(maxlen=RECENT_BATCHES) for _ in range(g)]
         self._last_seq = [-1] * g
         self._missing = {}
@@ -120,6 +126,8 @@ class DecodeCounters:
             "unknown_tags": len(self.unknown),
             "unknown_overflow": self.unknown_overflow,
             "batches_lost": int(self.batches_lost.sum()),
+            "clock_corrected": int(self.clocks.corrected.sum())
+            + int(self.reader_clocks.corrected.sum()),
         }
 
     # -- updating (called by the decoders) ----------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -78,13 +79,18 @@ def is_urgent(topic: str, payload: bytes | bytearray | memoryview) -> bool:
 
 
 def decode_native_batch(
-    payload: bytes, directory: Directory, counters: DecodeCounters, received_t: float
+    payload: bytes,
+    directory: Directory,
+    counters: DecodeCounters,
+    received_t: float,
+    topic_gateway: str | None = None,
 ) -> Decoded:
     """``rtls/v1/gw/<id>/obs``: one native v1 batch; raises its PayloadError.
 
     See :func:`decode_native_batches`, which this calls with one payload.
     """
-    out, errors = decode_native_batches([payload], directory, counters, [received_t])
+    topics = None if topic_gateway is None else [topic_gateway]
+    out, errors = decode_native_batches([payload], directory, counters, [received_t], topics)
     if errors:
         raise errors[0][1]
     return out
@@ -95,16 +101,20 @@ def decode_native_batches(
     directory: Directory,
     counters: DecodeCounters,
     received_t: Sequence[float],
+    topic_gateways: Sequence[str | None] | None = None,
 ) -> tuple[Decoded, list[tuple[int, PayloadError]]]:
     """Several native v1 batches decoded in one vectorised pass (any gateways, any order).
 
     ``received_t`` holds each payload's receive time (it only feeds ``gateway_last_heard``).
+    ``topic_gateways``: the ``<id>`` level of each payload's topic (None: not checked); a batch
+    naming another gateway is rejected (``gateway_mismatch``): the broker's ACL lets a gateway
+    publish on its own topic only (docs/mqtt-security.md), so the topic is what is proven.
 
     Returns the result and the rejected payloads as ``(position, error)``; rejections are not
     counted here (``decode_safely``/``Decoder.decode_many`` count them). The cost is a few
     Python steps per payload plus a fixed number of array operations for all their records.
 
-    The gateway is the one named in the payload (not the topic). A record becomes an
+    The gateway is the one named in the payload, which must match the topic's. A record becomes an
     observation when its address is a known tag's and its RSSI lies in -127..20 dBm; its body
     becomes a telemetry row when it is a valid v1 body whose serial is that tag's. Invalid
     bodies are ignored and counted (``body_*``), the observation kept; a bad RSSI drops the
@@ -122,6 +132,12 @@ def decode_native_batches(
     for i, payload in enumerate(payloads):
         try:
             batch = decode_batch(payload)
+            named = None if topic_gateways is None else topic_gateways[i]
+            if named is not None and batch.gateway != named:
+                raise PayloadError(
+                    f"batch of gateway {batch.gateway!r} published on gateway {named!r}'s topic",
+                    "gateway_mismatch",
+                )
             g = directory.gateway(batch.gateway)
             if g < 0:
                 raise PayloadError(
@@ -142,7 +158,8 @@ def decode_native_batches(
         chunks.append(memoryview(payload)[len(payload) - RECORD_SIZE * len(batch) :])
     if not batches:
         return EMPTY, errors
-    out = _decode_records(batches, gateways, chunks, directory, counters)
+    timed = _on_engine_clock(batches, gateways, heard, counters)
+    out = _decode_records(timed, gateways, chunks, directory, counters)
     per_gateway = np.bincount(out.obs["gateway"], minlength=len(directory.gateway_ids))
     for batch, g, rx in zip(batches, gateways, heard, strict=True):
         counters.accept_batch(g, batch.seq, batch.t0)
@@ -150,6 +167,22 @@ def decode_native_batches(
         per_gateway[g] = 0
     counters.telemetry += len(out.telemetry)
     return out, errors
+
+
+def _on_engine_clock(
+    batches: list[Batch], gateways: list[int], heard: list[float], counters: DecodeCounters
+) -> list[Batch]:
+    """The batches with ``t0`` moved onto the engine's clock where the gateway's clock is wrong
+    (rtls.decode_clock, judged by each batch's last record: records are appended as heard);
+    the others as they are. About 2 µs per batch."""
+    clocks = counters.clocks
+    out = []
+    for batch, g, rx in zip(batches, gateways, heard, strict=True):
+        dt = batch.records["dt_us"]
+        newest = batch.t0 + (int(dt[-1]) * 1e-6 if len(dt) else 0.0)
+        shift = clocks.correct(g, newest, rx)
+        out.append(replace(batch, t0=batch.t0 + shift) if shift else batch)
+    return out
 
 
 def _decode_records(
@@ -184,7 +217,8 @@ def _decode_records(
     tel_mask = known & valid & serial_ok
     if (tel_mask & rssi_ok).all():  # the usual case: every record is a good known-tag record
         obs = _obs_rows(t, gateway, tags, rssi, None)
-        return Decoded(obs=obs, telemetry=_telemetry_rows(t, gateway, tags, bodies, None))
+        return Decoded(obs=obs, telemetry=_telemetry_rows(t, gateway, tags, bodies, None),
+                       obs_body=bodies, telemetry_body=bodies)  # fmt: skip
     obs_mask = known & rssi_ok
     ours = valid | (
         (recs["address"][:, 0] == MAC_PREFIX[0]) & (recs["address"][:, 1] == MAC_PREFIX[1])
@@ -201,10 +235,14 @@ def _decode_records(
     if stranger.any():
         unknown = _unknown_rows(t, gateway, recs, stranger, valid)
         counters.add_unknown(unknown)
+    obs_body = bodies[obs_mask]  # the body each observation came with; zeros: none usable
+    obs_body[~tel_mask[obs_mask]] = np.zeros((), dtype=obs_body.dtype)
     return Decoded(
         obs=_obs_rows(t, gateway, tags, rssi, obs_mask),
         telemetry=_telemetry_rows(t, gateway, tags, bodies, tel_mask),
         unknown=unknown,
+        obs_body=obs_body,
+        telemetry_body=bodies[tel_mask],
     )
 
 
@@ -393,13 +431,14 @@ def decode_door_read(
         tag = directory.tag_for_serial(serial)
     if tag >= 0 and counters.is_duplicate_read(r, tag, t):
         raise PayloadError(f"read of tag {tag} at t={t} seen before", reason="duplicate")
+    t_read = t + counters.reader_clocks.correct(r, t, received_t)  # a wrong reader clock
     if door is not None and door != directory.reader_doors[r]:
         counters.note("door_mismatch")
     counters.heard_reader(r, received_t)
     rssi_value = math.nan if rssi is None else rssi
     if tag < 0:
         row = np.zeros(1, dtype=UNKNOWN_DTYPE)
-        row[0] = (t, -1, r, address, serial or 0, rssi_value)
+        row[0] = (t_read, -1, r, address, serial or 0, rssi_value)
         counters.add_unknown(row)
         return Decoded(unknown=row)
     if serial is not None and serial != int(directory.tag_serials[tag]):
@@ -407,7 +446,7 @@ def decode_door_read(
     counters.accept_read(r, tag, t)
     counters.reads += 1
     reads = np.zeros(1, dtype=READ_DTYPE)
-    reads[0] = (t, r, tag, rssi_value)
+    reads[0] = (t_read, r, tag, rssi_value)
     return Decoded(reads=reads)
 
 

@@ -13,7 +13,7 @@ from typing import Final, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from rtls.advertisement import BODY_REASONS
+from rtls.advertisement import BODY_DTYPE, BODY_REASONS
 from rtls.observations import OBS_DTYPE
 
 MAX_PAYLOAD_BYTES: Final = 256 * 1024  # any message above this is rejected (too_large)
@@ -148,6 +148,10 @@ class Decoded:
     reads: NDArray[np.void] = field(default_factory=lambda: EMPTY_READS)
     status: tuple[SourceStatus, ...] = ()
     unknown: NDArray[np.void] = field(default_factory=lambda: EMPTY_UNKNOWN)
+    # the advertisement body (BODY_DTYPE) each obs / telemetry row came with, for tag
+    # authentication (rtls.tagauth); all zero: none (ESPresense). None: not given (all zero)
+    obs_body: NDArray[np.void] | None = None
+    telemetry_body: NDArray[np.void] | None = None
 
     @property
     def empty(self) -> bool:
@@ -169,7 +173,17 @@ class Decoded:
             reads=_cat([p.reads for p in parts], EMPTY_READS),
             status=tuple(s for p in parts for s in p.status),
             unknown=_cat([p.unknown for p in parts], EMPTY_UNKNOWN),
+            obs_body=_cat_bodies([(p.obs_body, len(p.obs)) for p in parts]),
+            telemetry_body=_cat_bodies([(p.telemetry_body, len(p.telemetry)) for p in parts]),
         )
+
+
+def _cat_bodies(parts: list[tuple[NDArray[np.void] | None, int]]) -> NDArray[np.void] | None:
+    """The parts' body arrays joined, zeros for a part without one (None if none has one)."""
+    if all(b is None for b, n in parts if n):
+        return None
+    return np.concatenate([b if b is not None and len(b) == n else np.zeros(n, BODY_DTYPE)
+                           for b, n in parts])  # fmt: skip
 
 
 def _cat(arrays: list[NDArray[np.void]], empty: NDArray[np.void]) -> NDArray[np.void]:

@@ -32,6 +32,7 @@ from rtls.decode import (
     Decoded,
     Decoder,
     decode,
+    decode_many,
     decode_safely,
 )
 from rtls.directory import Directory
@@ -415,9 +416,17 @@ def test_batch_errors_keep_their_reason() -> None:
     assert _reason("rtls/v1/gw/gw-99/obs", unknown) == "unknown_gateway"
 
 
-def test_gateway_comes_from_the_payload_not_the_topic() -> None:
+def test_a_batch_naming_another_gateway_than_its_topic_is_rejected() -> None:
+    # the broker's ACL proves the topic (docs/mqtt-security.md): gw-01 may not speak for G2
     payload = _batch([tag_address(INFANT)], [-60], [None], gateway="G2")
-    assert _decode("rtls/v1/gw/gw-01/obs", payload).obs["gateway"].tolist() == [1]
+    assert _decode("rtls/v1/gw/G2/obs", payload).obs["gateway"].tolist() == [1]
+    for decode_one in (True, False):
+        counters = _counters()
+        if decode_one:
+            out = decode_safely("rtls/v1/gw/gw-01/obs", payload, DIRECTORY, counters, RX)
+        else:
+            out = decode_many([("rtls/v1/gw/gw-01/obs", payload, RX)], DIRECTORY, counters)
+        assert len(out.obs) == 0 and counters.rejected == {"gateway_mismatch": 1}
 
 
 def test_repeated_batch_is_dropped_and_gaps_are_counted() -> None:
