@@ -7,6 +7,7 @@ simulator's :class:`DownlinkListener` collects it for :meth:`gateways.world.Worl
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,7 @@ class DownlinkListener:
         *,
         username: str | None = None,
         password: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port = host, port
         self._lock = threading.Lock()
@@ -76,6 +78,8 @@ class DownlinkListener:
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         if username is not None:
             self._client.username_pw_set(username, password)
+        if tls is not None:
+            self._client.tls_set_context(tls)
         self._client.reconnect_delay_set(1, 5)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message

@@ -47,6 +47,7 @@ __all__ = [
     "PoolStats",
     "Publishable",
     "check_message",
+    "tls_context",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -136,6 +137,15 @@ def check_message(msg: Publishable) -> None:
         raise PayloadError(f"QoS for {topic!r} must be 0, 1 or 2, got {msg.qos!r}", reason="qos")
     if not isinstance(msg.retain, bool):
         raise PayloadError(f"retain for {topic!r} must be a bool", reason="retain")
+
+
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """A client TLS context that trusts ``ca_file`` (PEM) and checks the broker's host name;
+    ConfigError if the file cannot be loaded."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{ca_file}: cannot load the broker's CA certificate: {exc}") from exc
 
 
 class MqttLink:

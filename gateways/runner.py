@@ -8,9 +8,10 @@ gateway and door reader, like the hardware), a JSON-lines file, or a counter.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -118,7 +119,11 @@ class FileSink:
 
 
 class MqttSink:
-    """One MQTT connection per gateway / door reader, with its last will and online status."""
+    """One MQTT connection per gateway / door reader, with its last will and online status.
+
+    ``accounts``: device id -> (username, password), each device logging in with its own
+    account (rtls broker-config); the downlink listener uses the first gateway's. ``tls``: a
+    context verifying the broker's certificate."""
 
     def __init__(
         self,
@@ -130,9 +135,12 @@ class MqttSink:
         client_prefix: str = "rtls-sim",
         reconnect_max_delay: int = 5,
         connect_timeout_s: float = 15.0,
+        accounts: Mapping[str, tuple[str, str]] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.username, self.password = username, password
+        self.accounts, self.tls = dict(accounts or {}), tls
         self.client_prefix = client_prefix
         self.reconnect_max_delay = reconnect_max_delay
         self.connect_timeout_s = connect_timeout_s
@@ -140,12 +148,15 @@ class MqttSink:
         self.downlinks: DownlinkListener | None = None
 
     def open(self, sources: list[Source]) -> None:
+        relay = next((s.id for s in sources if s.format != "reader" and s.id in self.accounts), "")
+        user, password = self.accounts.get(relay, (self.username, self.password))
         self.downlinks = DownlinkListener(
             f"{self.client_prefix}-downlink", self.host, self.port,
-            username=self.username, password=self.password,
+            username=user, password=password, tls=self.tls,
         )  # fmt: skip
         self.downlinks.start()
         for s in sources:
+            user, password = self.accounts.get(s.id, (self.username, self.password))
             self.pool.add(
                 MqttLink(
                     f"{self.client_prefix}-{s.id}",
@@ -153,8 +164,9 @@ class MqttSink:
                     self.port,
                     will=s.will,
                     online=s.online,
-                    username=self.username,
-                    password=self.password,
+                    username=user,
+                    password=password,
+                    tls=self.tls,
                     keepalive=10,
                     reconnect_max_delay=self.reconnect_max_delay,
                 )

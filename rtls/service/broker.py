@@ -51,6 +51,8 @@ class MosquittoBroker:
     The config, log (``log_path``) and console output live in ``workdir``. `start` may be called
     again after `stop` or `kill`: the broker comes back on the SAME port. Persistence is off, so
     a restart loses retained messages and sessions, as a broker replaced by a fresh one would.
+    ``config_text`` (e.g. rtls.broker_config's, listeners included) replaces the default
+    anonymous listener; ``port`` must then be the port of one of its listeners.
     """
 
     def __init__(
@@ -59,7 +61,11 @@ class MosquittoBroker:
         binary: str | None = None,
         port: int | None = None,
         start_timeout: float = 10.0,
+        config_text: str | None = None,
     ) -> None:
+        if config_text is not None and port is None:
+            raise TransportError("a MosquittoBroker with its own config_text needs its port")
+        self.config_text = config_text
         found = binary or find_mosquitto()
         if found is None:
             raise TransportError(f"no mosquitto binary: {MOSQUITTO_MISSING}")
@@ -103,6 +109,10 @@ class MosquittoBroker:
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
+        ]
+        if self.config_text is not None:
+            lines = [self.config_text.rstrip("\n")]
+        lines += [
             "persistence false",
             f"log_dest file {self.log_path}",
             "log_type all",
