@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 import gateways.scenarios
+from gateways.mqtt import tls_context
 from gateways.runner import CountingSink, FileSink, MqttSink, RunStats, Sink, run
 from gateways.scenario import Scenario, load_scenario, scenario_from_mapping
 from gateways.truth import Truth
@@ -50,6 +52,41 @@ def parse_broker(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def mqtt_accounts(path: str | None) -> tuple[dict[str, tuple[str, str]], ssl.SSLContext | None]:
+    """Each device's (username, password) and the TLS context from ``--mqtt-credentials``
+    (gateways-credentials.toml of ``rtls broker-config``); none: ({}, None)."""
+    if not path:
+        return {}, None
+    from rtls.service.credentials import load_device_credentials
+
+    creds = load_device_credentials(path)
+    accounts = {dev: (a.username, a.password) for dev, a in creds.accounts.items()}
+    return accounts, tls_context(creds.ca_file) if creds.ca_file else None
+
+
+def tag_keys(specs: Sequence[str] | None) -> dict[str, bytes]:
+    """``--tag-key TAG=FILE`` (repeatable): each tag's 16-byte key from the file ``rtls keys
+    provision --key-out`` wrote (32 hex digits), as the nurse station's NFC writer gives it to
+    the tag (docs/tag-auth.md)."""
+    keys: dict[str, bytes] = {}
+    for spec in specs or ():
+        tag, sep, path = spec.partition("=")
+        if not sep or not tag or not path:
+            raise RtlsError(f"--tag-key must be TAG=FILE, got {spec!r}")
+        try:
+            text = Path(path).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RtlsError(f"--tag-key {tag}: cannot read {path}: {exc}") from exc
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) != 16:
+            raise RtlsError(f"--tag-key {tag}: {path} must hold a 16-byte key as 32 hex digits")
+        keys[tag] = key
+    return keys
+
+
 def print_rates(stats: RunStats, out: TextIO = sys.stdout) -> None:
     rates = stats.rates()
     print(f"{'format':<12}{'messages':>10}{'msg/s':>10}{'obs':>10}{'obs/s':>10}", file=out)
@@ -75,13 +112,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     epoch = args.epoch
     if epoch is None and args.broker and not args.fast and not args.out:
         epoch = time.time()  # live against a broker: timestamps are the wall clock
-    world = World(scenario, truth=truth, epoch=epoch)
+    keys = tag_keys(args.tag_key)
+    unknown = sorted(set(keys) - {t.id for t in scenario.site.tags})
+    if unknown:
+        raise RtlsError(f"--tag-key: {', '.join(unknown)} not in the site")
+    world = World(scenario, truth=truth, epoch=epoch, keys=keys)
     sink: Sink
     if args.out:
         sink = FileSink(args.out)
     elif args.broker:
         host, port = parse_broker(args.broker)
-        sink = MqttSink(host, port, username=args.username, password=args.password)
+        accounts, tls = mqtt_accounts(args.mqtt_credentials)
+        sink = MqttSink(host, port, username=args.username, password=args.password,
+                        accounts=accounts, tls=tls)  # fmt: skip
     else:
         sink = CountingSink()
     speed = None if args.fast else args.speed
@@ -137,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--broker", help="MQTT broker HOST:PORT (publish live)")
     r.add_argument("--username")
     r.add_argument("--password")
+    r.add_argument("--mqtt-credentials", help="each device's own account and the broker's CA "
+                   "(gateways-credentials.toml of rtls broker-config)")  # fmt: skip
+    r.add_argument("--tag-key", action="append", metavar="TAG=FILE",
+                   help="the tag signs its advertisements with the key in FILE (rtls keys "
+                   "provision --key-out); repeatable")  # fmt: skip
     r.add_argument("--out", help="write messages to this JSON-lines file instead of MQTT")
     r.add_argument("--truth", help="write ground truth (positions, events) as JSON lines")
     r.add_argument("--duration", type=float, help="virtual seconds (default: the scenario's)")

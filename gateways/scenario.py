@@ -47,13 +47,17 @@ ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
     "gateway_power": (("gateway", "value"), None),
     "gateway_reboot": (("gateway", "duration_s"), None),
     "reader_power": (("reader", "value"), None),
+    # an attacker's device carried by actor ``who`` (docs/tag-auth.md, gateways/attacker.py)
+    "replay": (("who", "tag"), None),
+    "clone": (("who", "tag"), None),
 }
+ATTACKS = ("replay", "clone")
 
 Action = Literal[
     "walk", "path", "place", "carry", "put_down", "fall", "lie_down", "sit_down",
     "sit_down_hard", "bend", "get_up", "sos", "pull_cord", "cancel", "tamper", "strap_restore",
     "skin_contact", "battery", "tag_silent", "tag_resume", "gateway_power", "gateway_reboot",
-    "reader_power",
+    "reader_power", "replay", "clone",
 ]  # fmt: skip
 
 
@@ -283,6 +287,8 @@ def _check(model: ScenarioFile, site: Site) -> Iterable[str]:
                     yield f"{name}: {ev.who!r} is an actor without a tag; {ev.action!r} needs a tag"
             else:
                 yield f"{name}: who {ev.who!r} is neither a tag of the site nor an actor"
+        if ev.action in ATTACKS and ev.who is not None and ev.who not in actors:
+            yield f"{name}: the attacker 'who' must be an actor (a person without a tag)"
         if ev.tag is not None:
             if ev.tag not in tags:
                 yield f"{name}: tag {ev.tag!r} is not defined in the site"

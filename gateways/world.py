@@ -8,6 +8,7 @@ scenario and seed give the same messages, byte for byte (docs/scenarios.md).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,12 +26,13 @@ from firmware_sim.tags import (
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
+from gateways.attacker import Attacker
 from gateways.doorreader import DoorReaders
 from gateways.formats import Message, door_last_will, door_online, door_reads, gateway_format
 from gateways.gateway import SimGateway
 from gateways.people import Ward
 from gateways.radio import RadioChannel, RadioParams
-from gateways.scenario import Event, Scenario
+from gateways.scenario import ATTACKS, Event, Scenario
 from gateways.truth import Truth
 from rtls.advertisement import BODY_DTYPE, encode_body, tag_address
 from rtls.batch import RECORD_DTYPE
@@ -92,7 +94,9 @@ class _Feed:
 
 
 class World:
-    """A scenario being played. ``radio`` overrides the radio parameters from the site."""
+    """A scenario being played. ``radio`` overrides the radio parameters from the site.
+    ``keys``: tag id -> 16-byte key of the tags that sign their advertisements (what the
+    nurse station's NFC writer gave them, docs/tag-auth.md; later ones: :meth:`provision`)."""
 
     def __init__(
         self,
@@ -101,6 +105,7 @@ class World:
         radio: RadioParams | None = None,
         epoch: float | None = None,
         truth: Truth | None = None,
+        keys: Mapping[str, bytes] | None = None,
     ) -> None:
         self.scenario = scenario
         site = self.site = scenario.site
@@ -133,6 +138,8 @@ class World:
         self._next_due = np.array([fw.next_due for fw in self.firmware], dtype=np.float64)
         self._tag_row = {tid: i for i, tid in enumerate(self.tag_ids)}
         self._touched: set[int] = set()
+        for tag_id, key in (keys or {}).items():
+            self.provision(tag_id, key)
         self._addresses = np.array(
             [np.frombuffer(tag_address(t.serial), dtype=np.uint8) for t in site.tags],
             dtype=np.uint8,
@@ -196,6 +203,12 @@ class World:
             [r.range_m for r in self.readers],
             len(self.motion),
         )
+        self._actor_row = {a.id: len(site.tags) + k for k, a in enumerate(scenario.actors)}
+        victims = {self._tag_row[str(e.tag)] for e in scenario.events if e.action in ATTACKS}
+        self.attacker: Attacker | None = None  # gateways.attacker: replay / clone actions
+        if victims:
+            rng = np.random.default_rng(np.random.SeedSequence(scenario.info.seed, spawn_key=(6,)))
+            self.attacker = Attacker(victims, rng)
         self._events = list(scenario.events)
         self._next_event = 0
         self._reboots: list[tuple[float, int]] = []
@@ -248,6 +261,7 @@ class World:
         bodies: list[bytes] = []
         power: list[float] = []
         due = np.flatnonzero(self._next_due <= t)
+        spy = self.attacker
         for i in due.tolist():
             fw = self.firmware[i]
             frames = fw.due(t)
@@ -257,9 +271,21 @@ class World:
                 rows.append(i)
                 bodies.append(f.body)
                 power.append(f.tx_power)
+                if spy is not None and i in spy.victims:
+                    spy.capture(i, f)
+        senders = list(rows)  # whose address each frame carries (an attacker's: the victim's)
+        if spy is not None:
+            powers = {v: self.firmware[v].tx_power for v in spy.victims}
+            for a in spy.due(t, powers):
+                frames_t.append(a.t)
+                rows.append(a.device)
+                senders.append(a.victim)
+                bodies.append(a.body)
+                power.append(a.tx_power)
         if not rows:
             return
         r = np.asarray(rows, dtype=np.intp)
+        sender = np.asarray(senders, dtype=np.intp)
         xyz = p.xyz[r].copy()
         xyz[:, 2] += self._elevation[p.floor[r]]
         heard = self.radio.hear(r, xyz, p.floor[r], np.asarray(power, dtype=float))
@@ -268,7 +294,7 @@ class World:
         body = np.frombuffer(b"".join(bodies), dtype=np.uint8).reshape(-1, 20)
         tt = np.asarray(frames_t, dtype=float)
         rec = np.zeros(len(heard), dtype=RECORD_DTYPE)
-        rec["address"] = self._addresses[r[heard.adv]]
+        rec["address"] = self._addresses[sender[heard.adv]]
         rec["rssi"] = heard.rssi
         rec["channel"] = heard.channel
         rec["body"] = body[heard.adv].view(rec["body"].dtype).reshape(-1)
@@ -375,6 +401,14 @@ class World:
             self._power_gateway(gi, False, out, t)
             self._reboots.append((t + float(ev.duration_s or 0), gi))
             self._reboots.sort()
+        elif a in ATTACKS and self.attacker is not None:
+            device, victim = self._actor_row[str(ev.who)], self._tag_row[str(ev.tag)]
+            every = self.firmware[victim].interval_s
+            if a == "replay":
+                self.attacker.replay(t, device, victim, ev.duration_s or 30.0, every)
+            else:
+                self.attacker.clone(t, device, victim, ev.duration_s or 30.0, every,
+                                    signed=ev.value is not False)  # fmt: skip
         elif a == "reader_power":
             ri = self._reader_index[str(ev.reader)]
             self.door_readers.set_up(ri, bool(ev.value))
@@ -400,6 +434,11 @@ class World:
         self._touched.add(self._tag_row[tag])
         self._refresh_due()
         return True
+
+    def provision(self, tag: str, key: bytes) -> None:
+        """The nurse station's NFC writer gives ``tag`` its key (docs/tag-auth.md)."""
+        self._fw_by_id[tag].provision(key)
+        self._touched.add(self._tag_row[tag])
 
     def _power_gateway(self, gi: int, up: bool, out: StepOutput, t: float) -> None:
         gw = self.gateways[gi]

@@ -71,12 +71,15 @@ class AlarmType(StrEnum):
     GATEWAY_SILENT = "gateway_silent"
     READER_SILENT = "reader_silent"
     BROKER_LINK_LOST = "broker_link_lost"
+    # security
+    TAG_SPOOFING = "tag_spoofing"  # a replayed or cloned tag advertisement (docs/tag-auth.md)
 
 
 class Category(StrEnum):
     INFANT = "infant"
     WORKER = "worker"
     TECHNICAL = "technical"
+    SECURITY = "security"
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ CATALOGUE: Mapping[AlarmType, AlarmSpec] = {
     AlarmType.GATEWAY_SILENT: AlarmSpec(M, False, Category.TECHNICAL, technical=True),
     AlarmType.READER_SILENT: AlarmSpec(H, False, Category.TECHNICAL, technical=True),
     AlarmType.BROKER_LINK_LOST: AlarmSpec(H, False, Category.TECHNICAL, technical=True),
+    AlarmType.TAG_SPOOFING: AlarmSpec(H, True, Category.SECURITY),
 }
 
 

@@ -139,13 +139,13 @@ class EscalationStep(_Params):
 
 #: DOMAIN.md: these alarms latch (stay until resolved); a site may not make them non-latching.
 ALWAYS_LATCHING: frozenset[str] = frozenset(
-    {"exit", "tamper", "code_pink", "sos", "pull_cord", "man_down"}
+    {"exit", "tamper", "code_pink", "sos", "pull_cord", "man_down", "tag_spoofing"}
 )
 ALARM_TYPES: frozenset[str] = frozenset({
     "exit", "tamper", "tag_loose", "tag_silent", "restricted_zone", "loiter", "mismatch",
     "code_pink", "low_battery", "sign_out_overdue", "pairing_overdue", "sos", "pull_cord",
     "pre_alarm", "man_down", "no_movement", "fall", "check_in_missed", "gateway_silent",
-    "reader_silent", "broker_link_lost",
+    "reader_silent", "broker_link_lost", "tag_spoofing",
 })  # fmt: skip
 
 

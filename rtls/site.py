@@ -201,6 +201,16 @@ class Tag(_Model):
     rssi_at_1m: float | None = Field(default=None, ge=-110.0, le=0.0)
 
 
+class SecurityParams(_Model):
+    """The ``[security]`` table: tag authentication (docs/tag-auth.md)."""
+
+    require_tag_auth: bool = False  # tags without a provisioned key are rejected
+    repeat_window_s: float = Field(default=2.0, ge=0.1, le=30.0)  # same counter accepted again
+    accept_unverifiable: bool = False  # keep keyed tags' observations that carry no body
+    provision_at_admission: bool = False  # admit / pair generate the tag's key
+    spoofing_clear_s: float = Field(default=60.0, ge=1.0, le=86400.0)
+
+
 class SiteFile(_Model):
     """The whole file as written (schema only; cross-references are checked by ``Site``)."""
 
@@ -208,6 +218,7 @@ class SiteFile(_Model):
     site: SiteInfo
     radio: RadioDefaults = Field(default_factory=RadioDefaults)
     rules: RuleParams = Field(default_factory=RuleParams)
+    security: SecurityParams = Field(default_factory=SecurityParams)
     floors: list[Floor] = Field(min_length=1)
     walls: list[Wall] = Field(default_factory=list)
     doors: list[Door] = Field(default_factory=list)
@@ -300,6 +311,10 @@ class Site:
     @property
     def rules(self) -> RuleParams:
         return self.model.rules
+
+    @property
+    def security(self) -> SecurityParams:
+        return self.model.security
 
     @cached_property
     def floor_index(self) -> dict[str, int]:

@@ -28,6 +28,7 @@ from firmware_sim.mandown import ManDownConfig, ManDownDetector
 from rtls.advertisement import Advertisement, Status, Status2, encode_body
 from rtls.advertisement import TagKind as AdvKind
 from rtls.errors import RtlsError
+from rtls.tagauth import Signer
 
 # Bluetooth Core Spec vol 6 part B 4.4.2.2.1: each advertising event is delayed by a
 # pseudo-random advDelay of 0-10 ms so that colliding advertisers drift apart.
@@ -100,6 +101,8 @@ class TagFirmware:
         if self.battery_pct < low_battery_pct:
             self.status2 |= Status2.LOW_BATTERY
         self.seq = int(rng.integers(0, 0x10000))
+        self.epoch = 0  # high 16 bits of the 32-bit counter (kept in flash on a real tag)
+        self.signer: Signer | None = None  # the key, once provisioned (docs/tag-auth.md)
         self.silent = False
         # first heartbeat at a random phase so tags do not all transmit together
         self._next_heartbeat = start_t + float(rng.uniform(0.0, interval_s))
@@ -152,6 +155,23 @@ class TagFirmware:
         low = self.battery_pct < self.low_battery_pct
         flag = Status2.LOW_BATTERY
         self._update(now, status2=self.status2 | flag if low else self.status2 & ~flag)
+
+    def provision(self, key: bytes) -> None:
+        """Receive a key (the nurse station's NFC writer, docs/tag-auth.md): from now on every
+        advertisement is signed, and the 32-bit counter restarts at 0 under the new key."""
+        self.signer = Signer(key)
+        self.seq = self.epoch = 0
+        self._body_key = None
+
+    @property
+    def counter(self) -> int:
+        """The 32-bit counter whose low 16 bits are the advertised sequence number."""
+        return (self.epoch << 16) | self.seq
+
+    def _next_seq(self) -> None:
+        self.seq = (self.seq + 1) & 0xFFFF
+        if self.seq == 0:
+            self.epoch = (self.epoch + 1) & 0xFFFF
 
     # -- transmission ------------------------------------------------------------------------
     def advertisement(self, repeat: bool = False) -> Advertisement:
@@ -211,7 +231,7 @@ class TagFirmware:
         repeat. The battery drains per frame; the frame whose drain crosses the low-battery
         threshold carries the new flag and opens a burst of its own."""
         if not repeat:
-            self.seq = (self.seq + 1) & 0xFFFF
+            self._next_seq()
         if self.silent or self.battery_pct <= 0.0:
             return
         self.battery_pct = max(0.0, self.battery_pct - BATTERY_PCT_PER_ADV)
@@ -219,7 +239,7 @@ class TagFirmware:
         if low != self._low and low != bool(self.status2 & Status2.LOW_BATTERY):
             self.status2 ^= Status2.LOW_BATTERY
             if repeat:
-                self.seq = (self.seq + 1) & 0xFFFF
+                self._next_seq()
                 repeat = False
             self._start_burst(t)
         self._low = low
@@ -238,6 +258,8 @@ class TagFirmware:
             self._body_key = key
             self._body = bytearray(encode_body(self.advertisement(repeat)))
         _SEQ.pack_into(self._body, 5, self.seq)
+        if self.signer is not None:
+            self._body[12:] = self.signer.code(self._body, self.counter)
         return Frame(t, self.serial, bytes(self._body), self.tx_power)
 
 

@@ -91,9 +91,48 @@ def test_demo_starts_its_own_broker(mosquitto: MosquittoBroker) -> None:
     assert "mosquitto_sub -p" in proc.stdout
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["formats"]["native"]["messages"] > 0
-    # the ward_incidents scenario cuts B07's strap at 15 s: the engine raises it
+    # the ward_incidents scenario cuts B07's strap at 15 s: the engine raises it, from signed
+    # advertisements (every demo tag has a key: an unverified frame would be refused)
+    assert "every tag signs its advertisements" in proc.stdout
     assert "ALARM raise" in proc.stdout and "tamper B07" in proc.stdout, proc.stdout
+    assert "tag_spoofing" not in proc.stdout  # the genuine tags raise no spoofing alarm
     # the console's address and one demo user per role, with a password
     assert "console at http://127.0.0.1:" in proc.stdout
     for user in ("nurse.anna", "security.sam", "tech.tom", "admin.ada"):
         assert f"{user} " in proc.stdout and "password " in proc.stdout
+
+
+def test_run_with_a_tag_key_signs_that_tags_advertisements(tmp_path: Path) -> None:
+    from rtls.engine import Engine
+    from rtls.site import load_site
+
+    key = bytes(range(16))
+    key_file = tmp_path / "b03.key"
+    key_file.write_text(key.hex() + "\n")
+    site = load_site()
+    b03 = [t.id for t in site.tags].index("B03")
+    counts = {}
+    for signed in (True, False):
+        out = tmp_path / f"m-{signed}.jsonl"
+        extra = ["--tag-key", f"B03={key_file}"] if signed else []
+        assert gateways_main(["run", "--fast", "--duration", "8", "--out", str(out), *extra]) == 0
+        engine = Engine(site)
+        engine.auth.set_key(b03, key)
+        for line in out.read_text().splitlines():
+            m = json.loads(line)
+            engine.ingest_message(m["topic"], bytes.fromhex(m["payload_hex"]), m["t"] + 1e9)
+        counts[signed] = (int(engine.auth.rejected[b03].sum()), engine.auth.counts["ok"])
+    assert counts[True][0] == 0 and counts[True][1] > 0  # every signed B03 frame verifies
+    assert counts[False][0] > 0  # unsigned: the keyed tag's frames are all refused
+
+
+def test_a_bad_tag_key_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad, good = tmp_path / "short.key", tmp_path / "good.key"
+    bad.write_text("abcd\n")
+    good.write_text("00" * 16)
+    assert gateways_main(["run", "--fast", "--duration", "1", "--tag-key", f"B03={bad}"]) != 0
+    assert "32 hex digits" in capsys.readouterr().err
+    assert gateways_main(["run", "--fast", "--duration", "1", "--tag-key", f"NOPE={good}"]) != 0
+    assert "NOPE not in the site" in capsys.readouterr().err
