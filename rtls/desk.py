@@ -10,6 +10,7 @@ step 6-7).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,9 @@ from rtls.conditions import Rules
 from rtls.engine import TickResult
 from rtls.errors import RtlsError
 from rtls.site import Site, TagKind
+from rtls.spoofing import SpoofingRule
 from rtls.supervision import HeardLike
+from rtls.tagauth import EMPTY_SPOOF
 from rtls.ward import AuditEvent, PairDownlink, Ward
 from rtls.worker import Downlink, LoneWorkers, WorkerError
 
@@ -73,6 +76,7 @@ class Desk:
         self.ward = Ward(site)
         self.workers = LoneWorkers(site)
         self.actuators = Actuators(site)
+        self.spoofing = SpoofingRule(site)  # tag_spoofing (docs/tag-auth.md)
         self._tag_ids = tuple(t.id for t in site.tags)
         self._documents_due = False  # an early step left the documents to the next one
         self._staff = np.flatnonzero([t.kind is TagKind.STAFF for t in site.tags])
@@ -108,6 +112,8 @@ class Desk:
         )
         conditions += self.ward.tick(now)
         conditions += self.workers.tick(now)
+        spoof = getattr(tick, "spoofing", None)
+        conditions += self.spoofing.update(now, EMPTY_SPOOF if spoof is None else spoof)
         conditions.sort(key=lambda c: c.t)  # stable: each source's own order is kept
         out.transitions += self.book.apply(self._located(conditions), now)
         for type_, subject, t, by in superseded:
@@ -321,9 +327,15 @@ def _int(args: Mapping[str, Any], key: str) -> int:
 
 def _float(args: Mapping[str, Any], key: str) -> float:
     v = args.get(key)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, int | float):
         raise CommandError(f"argument {key!r} (number) is missing")
-    return float(v)
+    try:
+        f = float(v)  # a JSON integer may be huge: np.isfinite would raise on it
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        raise CommandError(f"argument {key!r} must be a finite number")
+    return f
 
 
 __all__ = ["SYSTEM", "CommandError", "Desk", "DeskOutput"]

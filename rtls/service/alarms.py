@@ -7,14 +7,19 @@ commands and tag downlinks (badge confirmations, bracelet pairings). While the b
 outputs wait in memory (already on disk) and go out, in order, on reconnection, followed by the
 full retained state.
 
-If the store fails (disk full, database locked) the output is kept and the commit retried on
-every tick; the alarm is still announced, because it must reach a person (the error is logged
-and counted in ``stats.store_errors``).
+If the store fails (disk full, database locked) the output is kept in memory and a background
+committer retries it, in order, every ``RETRY_S``; the alarm is still announced, because it must
+reach a person. An output waits at most ``COMMIT_WAIT_S`` for its commit; once a commit has failed
+or hung that long (``stats.store_failing``) outputs go out at once until the store has caught up.
+The error is logged and counted (``stats.store_errors``, ``uncommitted``; docs/faults.md). An
+operator command is answered ``ok`` once committed; while the store fails the reply (after at most
+``COMMAND_WAIT_S``) also says ``"saved": false``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import deque
@@ -34,6 +39,10 @@ from rtls.supervision import HeardLike
 
 _LOG = logging.getLogger(__name__)
 MAX_UNANNOUNCED = 100_000
+COMMIT_WAIT_S = 1.0  # an output waits this long for its commit, then is announced anyway
+COMMAND_WAIT_S = 3.0  # a command's reply waits this long for its commit
+RETRY_S = 0.5  # a failed commit is retried this often
+ERROR_LOG_S = 30.0  # a failing store is logged again this often
 
 
 class Publisher(Protocol):
@@ -50,6 +59,9 @@ class AlarmStats:
     commands: int = 0
     commands_refused: int = 0
     bad_state_reports: int = 0
+    store_failing: bool = False  # a commit failed or hung; outputs are announced uncommitted
+    uncommitted: int = 0  # outputs waiting for their commit
+    store_error: str = ""  # the last store error
 
 
 def _dumps(obj: Any) -> bytes:
@@ -64,7 +76,12 @@ class AlarmShell:
         self.store = store
         self.clock = clock
         self.stats = AlarmStats()
-        self._uncommitted: deque[DeskOutput] = deque()
+        self._uncommitted: deque[tuple[DeskOutput, float]] = deque()  # with their time
+        self._appended = 0  # outputs handed to the committer so far
+        self._done = 0  # outputs committed so far (in order)
+        self._committer: asyncio.Task[None] | None = None
+        self._commits: asyncio.Condition | None = None  # made in the loop
+        self._logged_t = -float("inf")
         self._written: dict[str, Any] = {}  # the documents as last committed
         self._unannounced: deque[DeskOutput] = deque(maxlen=MAX_UNANNOUNCED)
         self.site_id = desk.site.model.site.id
@@ -72,6 +89,10 @@ class AlarmShell:
         # called with each output once it is committed, before MQTT (e.g. the console server);
         # observers must not block: they queue and return
         self.observers: list[Callable[[DeskOutput], None]] = []
+        # called after each accepted operator command, before its commit: returns extra audit
+        # events (tag keys at admission, rtls.service.keys.KeyKeeper.after_command)
+        self.on_command: Callable[[str, Mapping[str, Any], str, float],
+                                  list[dict[str, Any]]] | None = None  # fmt: skip
         # the tick loop and console commands settle concurrently: one at a time, in the order
         # the desk made the outputs (asyncio.Lock is FIFO and the desk call and the acquire
         # happen without a yield in between)
@@ -130,8 +151,16 @@ class AlarmShell:
         except RtlsError as exc:
             self.stats.commands_refused += 1
             return {"ok": False, "error": str(exc)}
-        await self.settle(pub, out, now)
-        return {"ok": True, **out.reply}
+        if self.on_command is not None:
+            out.events += self.on_command(name, args, user, now)
+        async with self.lock:
+            n = await self._settle(pub, out, now)
+        reply = {"ok": True, **out.reply}
+        if not await self.committed(n, COMMAND_WAIT_S):
+            reply["saved"] = False
+            reply["warning"] = (f"the alarm store is failing ({self.stats.store_error}): done "
+                                "and announced, not saved yet; the save is retried")  # fmt: skip
+        return reply
 
     async def mqtt_command(self, pub: Publisher, payload: bytes) -> None:
         """A command on ``rtls/v1/command`` (JSON ``{"id", "client", "user", "command",
@@ -142,9 +171,9 @@ class AlarmShell:
                 raise ValueError("not an object")
             client = str(body.get("client") or "anonymous")
             req_id = body.get("id")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             self.stats.commands_refused += 1
-            _LOG.warning("malformed command dropped: %s", exc)
+            _LOG.warning("malformed command dropped: %s", str(exc)[:200])
             return
         args = body.get("args") or {}
         if not isinstance(args, dict):
@@ -161,11 +190,20 @@ class AlarmShell:
         async with self.lock:
             await self._settle(pub, out, now)
 
-    async def _settle(self, pub: Publisher | None, out: DeskOutput, now: float) -> None:
+    async def _settle(self, pub: Publisher | None, out: DeskOutput, now: float) -> int:
+        """Returns the output's number for :meth:`committed` (0: nothing to commit)."""
         if out.empty:
-            return
-        self._uncommitted.append(out)
-        await self._commit_pending(now)
+            return 0
+        self._uncommitted.append((out, now))
+        self._appended += 1
+        n = self._appended
+        self.stats.uncommitted = len(self._uncommitted)
+        self._kick()
+        waited = not self.stats.store_failing
+        if waited and not await self.committed(n, COMMIT_WAIT_S) and not self.stats.store_failing:
+            # hung rather than failed: a lock held elsewhere, a stalled disk
+            self._failing(f"a commit has not returned within {COMMIT_WAIT_S:g} s "
+                          "(database locked or disk stalled)")  # fmt: skip
         if self.on_commit is not None:
             self.on_commit(out)
         for observer in self.observers:
@@ -173,32 +211,67 @@ class AlarmShell:
         self._unannounced.append(out)
         if pub is not None:
             await self._flush(pub)
+        return n
 
-    async def _commit_pending(self, now: float) -> None:
+    async def committed(self, n: int, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until output number ``n`` is committed; whether it is."""
+        if self._done >= n:
+            return True
+        if self._commits is None:
+            self._commits = asyncio.Condition()
+        async with self._commits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._commits.wait_for(lambda: self._done >= n), timeout)
+        return self._done >= n
+
+    def _kick(self) -> None:
+        if self._uncommitted and (self._committer is None or self._committer.done()):
+            self._committer = asyncio.create_task(self._commit_all())
+
+    async def _commit_all(self) -> None:
+        """The committer: commit the waiting outputs in order, retrying every ``RETRY_S``."""
+        if self._commits is None:
+            self._commits = asyncio.Condition()
         while self._uncommitted:
-            out = self._uncommitted[0]
+            out, now = self._uncommitted[0]
             # a document equal to the one last written is not written again (the desk hands
             # over the whole ward at every condition change; it is large on a big site)
             docs = {k: v for k, v in out.documents.items() if self._written.get(k) != v}
-            if not (out.transitions or out.events or docs):
-                self._uncommitted.popleft()
-                continue
-            try:
-                await self.store.commit(out.transitions, book=self.desk.book, events=out.events,
-                                        ward=docs or None, now=now)  # fmt: skip
-            except StoreError as exc:
-                self.stats.store_errors += 1
-                _LOG.error("alarm store: %s; kept in memory, retried on the next tick", exc)
-                return
-            self._written.update(docs)
+            if out.transitions or out.events or docs:
+                try:
+                    await self.store.commit(out.transitions, book=self.desk.book,
+                                            events=out.events, ward=docs or None,
+                                            now=now)  # fmt: skip
+                except StoreError as exc:
+                    self.stats.store_errors += 1
+                    self._failing(str(exc))
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                self._written.update(docs)
+                self.stats.committed += 1
             self._uncommitted.popleft()
-            self.stats.committed += 1
+            self.stats.uncommitted = len(self._uncommitted)
+            async with self._commits:
+                self._done += 1
+                self._commits.notify_all()
+        if self.stats.store_failing:
+            self.stats.store_failing = False
+            _LOG.warning("alarm store: recovered; every waiting alarm transition is committed")
+
+    def _failing(self, error: str) -> None:
+        new = not self.stats.store_failing or error != self.stats.store_error
+        self.stats.store_failing = True
+        self.stats.store_error = error
+        now = self.clock()
+        if new or now - self._logged_t >= ERROR_LOG_S:
+            self._logged_t = now
+            _LOG.error("alarm store: %s; %d outputs kept in memory and retried every %g s; "
+                       "alarms are announced meanwhile", error, len(self._uncommitted),
+                       RETRY_S)  # fmt: skip
 
     async def retry(self, now: float) -> None:
-        """Retry commits that failed (called every tick)."""
-        if self._uncommitted:
-            async with self.lock:
-                await self._commit_pending(now)
+        """Make sure waiting commits are being retried (called every tick; never waits)."""
+        self._kick()
 
     async def flush(self, pub: Publisher) -> None:
         """Publish what waits, oldest first; stops (keeping the rest) if the link drops."""

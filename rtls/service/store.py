@@ -91,8 +91,54 @@ def _describe(what: str, path: str, exc: BaseException) -> StoreError:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)  # fmt: skip
+    """Canonical JSON the store can always write: what JSON or SQLite's UTF-8 cannot hold (NaN,
+    a lone surrogate, an unknown type, nesting too deep) is written as text (:func:`_storable`)
+    instead of failing the commit: the store commits in order, so one record it could never
+    accept would hold back every later alarm (found by bench/fuzz.py)."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)  # fmt: skip
+        text.encode("utf-8")
+        return text
+    except (TypeError, ValueError, UnicodeError, RecursionError):
+        return json.dumps(_storable(value), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False, allow_nan=False)  # fmt: skip
+
+
+_MAX_DEPTH = 32
+
+
+def _storable(value: Any, depth: int = 0) -> Any:
+    """``value`` with everything JSON and UTF-8 can hold kept, the rest as text: non-finite
+    floats as ``"nan"`` / ``"inf"``, lone surrogates backslash-escaped, other types by ``str``,
+    nesting beyond 32 levels cut."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if depth >= _MAX_DEPTH:
+        return "…"
+    if isinstance(value, Mapping):
+        return {_storable(str(k)): _storable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v, depth + 1) for v in value]
+    return _storable(str(value))
+
+
+def _storable_act(act: Mapping[str, Any]) -> dict[str, Any]:
+    """An audit event the chain can always hash: its text fields and detail storable, an empty
+    actor, action or subject as ``?``."""
+    out = dict(act)
+    for key in ("actor", "action", "subject"):
+        if key in out:
+            out[key] = _storable(str(out[key])) or "?"
+    if out.get("detail") is not None:
+        out["detail"] = _storable(out["detail"])
+    if "t" in out and not (isinstance(out["t"], int | float) and math.isfinite(out["t"])):
+        out["t"] = None  # the commit's ``now`` instead
+    return out
 
 
 def _record_from_row(row: Sequence[Any]) -> AuditRecord:
@@ -296,6 +342,7 @@ class AlarmStore:
                 if act is not None:
                     acts.append(act)
             acts.extend(events)
+            acts = [_storable_act(e) for e in acts]
             ward_rows = [(k, _json(dict(v))) for k, v in (ward or {}).items()]
             meta_rows = [] if book is None else [
                 ("next_id", _json(book.next_id)), ("held", _json(sorted(book.held)))
@@ -338,7 +385,7 @@ class AlarmStore:
         out: list[AuditRecord] = []
         prev = self._head
         for e in acts:
-            t = e.get("t", now)
+            t = e.get("t") if e.get("t") is not None else now
             missing = {"actor", "action", "subject"} - set(e)
             if missing or t is None:
                 why = f"missing {sorted(missing)}" if missing else "no t and no now="

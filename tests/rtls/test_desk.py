@@ -64,6 +64,10 @@ def test_commands_refuse_clearly_and_change_nothing() -> None:
         desk.command("acknowledge", {"alarm": "12"}, "nurse", T0)
     with pytest.raises(CommandError, match="'duration_s'"):
         desk.command("sign_out", {"baby": "B01", "escort": "S01", "reason": "x"}, "nurse", T0)
+    for bad in (float("nan"), float("inf"), 345876451382054092800 ** 20):  # a huge JSON integer
+        with pytest.raises(CommandError, match="'duration_s' must be a finite number"):
+            desk.command("sign_out", {"baby": "B01", "escort": "S01", "reason": "x",
+                                      "duration_s": bad}, "nurse", T0)  # fmt: skip
     assert desk.ward.signed_out("B01") is None
     out = desk.command("sign_out", {"baby": "B01", "escort": "S01", "duration_s": 600.0,
                                     "reason": "imaging"}, "nurse.anna", T0)  # fmt: skip
