@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from rtls.buildings import Building, assign, buildings_of
 from rtls.decode import Decoder
 from rtls.decode_result import EMPTY_READS, EMPTY_TELEMETRY, Decoded, SourceStatus
 from rtls.directory import Directory
@@ -26,6 +27,7 @@ from rtls.locate import Anchors, Fix, Locator, LocatorParams, choose_floor, link
 from rtls.observations import Observations
 from rtls.rooms import RoomFilter, RoomParams
 from rtls.site import Site
+from rtls.tagauth import EMPTY_SPOOF, TagAuth
 from rtls.track import Tracker, TrackEstimate, TrackParams
 from rtls.walkable import WalkableArea, WalkableParams
 from rtls.walls import WallLossMaps, site_walls
@@ -83,6 +85,8 @@ class TickResult:
     telemetry: NDArray[np.void] = field(default_factory=lambda: EMPTY_TELEMETRY)
     reads: NDArray[np.void] = field(default_factory=lambda: EMPTY_READS)
     status: tuple[SourceStatus, ...] = ()
+    # rejected observations that show an attack (rtls.tagauth.SPOOF_DTYPE), for the desk
+    spoofing: NDArray[np.void] = field(default_factory=lambda: EMPTY_SPOOF)
 
 
 class Engine:
@@ -93,10 +97,17 @@ class Engine:
         self.params = p = params or EngineParams()
         self.directory = Directory.from_site(site)
         self.decoder = Decoder(self.directory)
+        self.auth = TagAuth(len(site.tags), site.security)  # keys: set_key (docs/tag-auth.md)
         n_tags, n_gw = len(site.tags), len(site.gateways)
         self.window = RssiWindow(n_tags, n_gw, tau_s=p.window_tau_s, horizon_s=p.window_horizon_s)
         self.anchors = Anchors.from_site(site)
         self.locator = Locator(self.anchors, p.locator)
+        # several buildings: each tag is located with its building's gateways only (rtls.buildings)
+        self.buildings = buildings_of(site, self.anchors)
+        self._building_locators = [Locator(b.anchors, p.locator) for b in self.buildings]
+        self._gateway_building = np.zeros(n_gw, dtype=np.intp)
+        for i, b in enumerate(self.buildings):
+            self._gateway_building[b.gateways] = i
         self.walkable = WalkableArea.from_site(site, p.walkable) if p.walkable else None
         self.tracker = Tracker(
             n_tags, p.tracker, constraint=self.walkable.project if self.walkable else None
@@ -122,19 +133,25 @@ class Engine:
     # -- input ---------------------------------------------------------------------------------
     def ingest_message(self, topic: str, payload: bytes, received_t: float) -> Decoded:
         """Decode one MQTT message (never raises: bad input is counted and dropped) and fold
-        it in. Returns what was decoded."""
+        it in. Returns what was kept (decoded, minus what tag authentication rejected)."""
         decoded = self.decoder.decode_safely(topic, payload, received_t)
-        self.ingest(decoded)
-        return decoded
+        return self.ingest(decoded, received_t)
 
     def ingest_messages(self, messages: Sequence[tuple[str, bytes, float]]) -> Decoded:
         """Decode a tick's worth of ``(topic, payload, received_t)`` messages together (native
-        batches in one vectorised pass; bad messages counted and dropped) and fold them in."""
+        batches in one vectorised pass; bad messages counted and dropped) and fold them in;
+        tag authentication takes the newest ``received_t`` as its ``now``."""
         decoded = self.decoder.decode_many(messages)
-        self.ingest(decoded)
-        return decoded
+        now = max((m[2] for m in messages), default=-np.inf)
+        return self.ingest(decoded, now)
 
-    def ingest(self, decoded: Decoded) -> None:
+    def ingest(self, decoded: Decoded, now: float | None = None) -> Decoded:
+        """Fold decoded input in, after tag authentication (``now``: the engine's receive
+        time; None: the newest row time). Returns what was kept."""
+        if self.auth.active:
+            if now is None or not np.isfinite(now):
+                now = _newest(decoded)
+            decoded = self.auth.filter(decoded, now)
         if len(decoded.obs):
             self.ingest_observations(decoded.obs)
         if len(decoded.reads):
@@ -143,6 +160,7 @@ class Engine:
             self._telemetry.append(decoded.telemetry)
         if decoded.status:
             self._status.extend(decoded.status)
+        return decoded
 
     def ingest_observations(self, obs: Observations) -> None:
         """Observations (OBS_DTYPE) with valid gateway and tag indices."""
@@ -190,7 +208,8 @@ class Engine:
         status = tuple(self._status)
         self._telemetry.clear()
         self._status.clear()
-        result = TickResult(now, est, zone, transitions, tags, fix, telemetry, reads, status)
+        result = TickResult(now, est, zone, transitions, tags, fix, telemetry, reads, status,
+                            self.auth.take_spoofing())  # fmt: skip
         self._last = result
         return result
 
@@ -220,6 +239,8 @@ class Engine:
         run while a tick runs in another thread. The same input reaches the rules again with the
         tick that ingests it: the rules treat a repeated frame as one (every advertisement is
         heard by several gateways anyway)."""
+        if self.auth.active:  # check only: the tick that ingests the same input commits
+            decoded = self.auth.filter(decoded, now, commit=False)
         last = self._last
         n = len(self.site.tags)
         if last is None:
@@ -235,50 +256,96 @@ class Engine:
                           decoded.telemetry, decoded.reads, ())  # fmt: skip
 
     def _locate(self, now: float, tags: NDArray[np.intp]) -> Fix:
-        """One vectorised fix of ``tags``.
+        """One vectorised fix of ``tags``; on a site of several buildings, one per building
+        with its own gateways (a tag goes to the building whose gateways heard it most)."""
+        if len(self.buildings) < 2:
+            return self._locate_in(now, tags, self.anchors, self.locator, None)
+        which = assign(self.window.heard(now, tags), self._gateway_building, len(self.buildings))
+        which = np.maximum(which, 0)  # heard by none: unknown in any building
+        n = len(tags)
+        xy, floor = np.full((n, 2), np.nan), np.full(n, -1, dtype=np.intp)
+        cov, n_used = np.full((n, 2, 2), np.inf), np.zeros(n, dtype=np.intp)
+        residual, known = np.full(n, np.nan), np.zeros(n, dtype=bool)
+        for b in np.unique(which).tolist():
+            rows = np.flatnonzero(which == b)
+            bld = self.buildings[b]
+            fix = self._locate_in(now, tags[rows], bld.anchors, self._building_locators[b], bld)
+            xy[rows], cov[rows], n_used[rows] = fix.xy, fix.covariance, fix.n_used
+            residual[rows], known[rows] = fix.residual_rms, fix.known
+            floor[rows] = np.where(fix.floor >= 0, bld.floors[np.maximum(fix.floor, 0)], -1)
+        return Fix(xy=xy, floor=floor, covariance=cov, n_used=n_used, residual_rms=residual,
+                   known=known)  # fmt: skip
+
+    def _locate_in(
+        self,
+        now: float,
+        tags: NDArray[np.intp],
+        anchors: Anchors,
+        locator: Locator,
+        building: Building | None,
+    ) -> Fix:
+        """One vectorised fix of ``tags`` against ``anchors`` (the site's, or ``building``'s:
+        its gateways, floor indices local to it; the fix's floors are then local too).
 
         With walls in the site the multi-wall loss between the tag and every gateway (COST 231
         multi-wall model, docs/engine.md) is added back to the RSSI before the fit, evaluated at
         the tag's track; a tag without a track starts from a coarse grid search of the wall-aware
         model over its floor (the wall loss is piecewise constant, so the fit needs a start in
         the right room)."""
-        snap = self.window.snapshot(now, tags)
+        gws = None if building is None else building.gateways
+        snap = self.window.snapshot(now, tags, gws)
         prev = self.tracker.estimate(now, tags)
+        prev_floor = prev.floor
+        if building is not None:  # site floor -> the building's (-1: another building)
+            at = np.minimum(np.searchsorted(building.floors, prev.floor), len(building.floors) - 1)
+            prev_floor = np.where(building.floors[at] == prev.floor, at, -1)
+        prev_known = prev.known & (prev_floor >= 0)
         variances = link_variance(snap.weight, self.params.locator.sigma_db)
         up = self.window.gateways_up(now)
+        if gws is not None:
+            up = up[gws]
         if self.walls is None:
-            return self.locator.locate(
+            return locator.locate(
                 snap.rssi,
                 variances=variances,
                 gateway_up=up,
-                initial_xy=np.where(prev.known[:, None], prev.xy, np.nan),
-                initial_floor=np.where(prev.known, prev.floor, -1),
+                initial_xy=np.where(prev_known[:, None], prev.xy, np.nan),
+                initial_floor=np.where(prev_known, prev_floor, -1),
             )
         ref = prev.xy.copy()
-        floor = prev.floor.copy()
-        new = ~prev.known
+        floor = prev_floor.copy()
+        new = ~prev_known
         if new.any():
-            floor[new] = choose_floor(snap.rssi[new], self.anchors)
-            ref[new] = self._grid_start(snap.rssi[new], variances[new], floor[new])
-        floor = np.where(prev.known | (floor >= 0), floor, -1)
-        return self.locator.locate(
+            floor[new] = choose_floor(snap.rssi[new], anchors)
+            site_floor = floor[new] if building is None else np.where(
+                floor[new] >= 0, building.floors[np.maximum(floor[new], 0)], -1)  # fmt: skip
+            ref[new] = self._grid_start(snap.rssi[new], variances[new], site_floor, gws)
+        floor = np.where(prev_known | (floor >= 0), floor, -1)
+        offset = self.walls.lookup(ref)
+        return locator.locate(
             snap.rssi,
             variances=variances,
             gateway_up=up,
-            link_offset_db=self.walls.lookup(ref),
+            link_offset_db=offset if gws is None else offset[:, gws],
             initial_xy=np.where((floor >= 0)[:, None], ref, np.nan),
             initial_floor=floor,
         )
 
     def _grid_start(
-        self, rssi: NDArray[np.float64], variances: NDArray[np.float64], floor: NDArray[np.intp]
+        self,
+        rssi: NDArray[np.float64],
+        variances: NDArray[np.float64],
+        floor: NDArray[np.intp],
+        gateways: NDArray[np.intp] | None = None,
     ) -> NDArray[np.float64]:
-        """Best point (K, 2) of a 1 m grid of each tag's floor under the wall-aware model:
-        weighted squared error over the heard gateways of that floor, as matrix products."""
+        """Best point (K, 2) of a 1 m grid of each tag's floor (site index) under the
+        wall-aware model: weighted squared error over the heard gateways of that floor, as
+        matrix products. ``gateways``: the (sorted) columns of ``rssi`` (default: all)."""
         out = np.full((len(rssi), 2), np.nan)
+        gw_floor = self.anchors.floor if gateways is None else self.anchors.floor[gateways]
         for f in np.unique(floor[floor >= 0]).tolist():
             cand, m = self._grid_model(f)  # m (C, G_f)
-            on = self.anchors.floor == f
+            on = gw_floor == f
             m2 = (m * m).T
             every = np.flatnonzero(floor == f)
             for s in range(0, len(every), GRID_CHUNK):  # (tags, C) costs: bounded blocks
@@ -347,6 +414,11 @@ def wall_maps(site: Site) -> WallLossMaps | None:
     ga = site.gateway_arrays
     maps = WallLossMaps(ga.xyz, ga.floor, site_walls(site))
     return None if maps.empty else maps
+
+
+def _newest(decoded: Decoded) -> float:
+    times = [float(a["t"].max()) for a in (decoded.obs, decoded.telemetry) if len(a)]
+    return max(times, default=0.0)
 
 
 def _merge(a: Transitions, b: Transitions) -> Transitions:

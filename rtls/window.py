@@ -162,18 +162,31 @@ class RssiWindow:
         self.changed[idx] = False
         return idx
 
-    def snapshot(self, now: float, tags: NDArray[np.intp] | None = None) -> Snapshot:
-        """Smoothed RSSI of ``tags`` (default all) as seen at ``now``, dense (K, G)."""
+    def snapshot(
+        self,
+        now: float,
+        tags: NDArray[np.intp] | None = None,
+        gateways: NDArray[np.intp] | None = None,
+    ) -> Snapshot:
+        """Smoothed RSSI of ``tags`` (default all) as seen at ``now``, dense (K, G); with
+        ``gateways`` (G_b,) sorted indices, only those columns, (K, G_b) (a building's)."""
         idx = np.arange(self.n_tags) if tags is None else np.asarray(tags, dtype=np.intp)
         gw = self._gw[idx]
         s, w, w2, last = self._s[idx], self._w[idx], self._w2[idx], self._last[idx]
         fresh = (gw >= 0) & (last >= now - self.horizon_s) & (w > 0) & (w2 > 0)
+        n_cols = self.n_gateways
+        if gateways is not None:
+            column = np.full(self.n_gateways + 1, -1, dtype=np.intp)  # [-1]: a free slot
+            column[gateways] = np.arange(len(gateways))
+            gw = column[gw]
+            fresh &= gw >= 0
+            n_cols = len(gateways)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             mean = s / np.where(w > 0, w, 1.0)
             n_eff = w * w / np.where(w2 > 0, w2, 1.0)
             age = np.maximum(now - last, 0.0)
             wgt = n_eff * np.exp(-age / self.tau_s)
-        shape = (len(idx), self.n_gateways)
+        shape = (len(idx), n_cols)
         rssi = np.full(shape, np.nan)
         weight = np.zeros(shape)
         rows, cols = np.nonzero(fresh)
@@ -181,6 +194,12 @@ class RssiWindow:
         weight[rows, gw[rows, cols]] = wgt[rows, cols]
         newest = last.max(axis=1) if self.slots else np.full(len(idx), -np.inf)
         return Snapshot(idx, rssi, weight, newest)
+
+    def heard(self, now: float, tags: NDArray[np.intp]) -> NDArray[np.intp]:
+        """(K, slots) the gateways that heard each of ``tags`` within the horizon (-1: none)."""
+        idx = np.asarray(tags, dtype=np.intp)
+        gw = self._gw[idx]
+        return np.where(self._last[idx] >= now - self.horizon_s, gw, -1)
 
     def forget(self, tags: NDArray[np.intp]) -> None:
         """Drop the history of some tags (e.g. after a door read placed them elsewhere)."""

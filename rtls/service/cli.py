@@ -6,6 +6,8 @@ rtls simulate ...              the gateway/tag simulator (same as ``rtls-gateway
 rtls engine --broker H:P       the engine service: locate, alarms, store (docs/engine.md)
 rtls audit verify --db PATH    check the audit trail's hash chain (docs/audit.md)
 rtls users add|passwd|disable|enable|list --db PATH   console users (docs/users.md)
+rtls keys provision|list|revoke --db PATH   tag keys (docs/tag-auth.md)
+rtls broker-config --site SITE --out DIR   Mosquitto accounts, ACL and TLS (docs/mqtt-security.md)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from rtls.site import Site, load_site
 if TYPE_CHECKING:
     from rtls.service.alarms import AlarmShell
     from rtls.service.console import ConsoleConfig, ConsoleServer
+    from rtls.service.credentials import MqttCredentials
     from rtls.service.engine import EngineService
 
 
@@ -141,15 +144,31 @@ def cmd_engine(args: argparse.Namespace) -> int:
         raise RtlsError(f"--broker must be HOST:PORT, got {args.broker!r}")
     key = _read_key(args.audit_key_file) if args.audit_key_file else None
     console = _console_config(args)
+    mqtt = None
+    if args.mqtt_credentials:
+        from rtls.service.credentials import load_credentials
+
+        mqtt = load_credentials(args.mqtt_credentials)
     print(f"rtls engine: site {site.id!r}, broker {args.broker}, tick {args.tick} s, "
           f"alarm store {args.db}", flush=True)  # fmt: skip
     from rtls.service.engine import SWITCH_INTERVAL_S
 
     sys.setswitchinterval(SWITCH_INTERVAL_S)  # urgent passes must not wait 5 ms for the GIL
+
+    def on_signals(service: EngineService) -> None:
+        """SIGINT (Ctrl-C) and SIGTERM (systemd, docker) stop the engine cleanly (offline
+        status published, store closed) whatever the loop is doing when they arrive."""
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, service.stop)
+
     try:
         asyncio.run(run_engine(site, host, int(port), tick_s=args.tick, db=Path(args.db),
                                audit_key=key, commands=args.commands,
-                               admit_all=args.admit_all, console=console))  # fmt: skip
+                               admit_all=args.admit_all, console=console,
+                               mqtt=mqtt, ready=on_signals))  # fmt: skip
     except KeyboardInterrupt:
         return 0
     return 0
@@ -183,11 +202,13 @@ async def run_engine(
     ready: Callable[[EngineService], None] | None = None,
     console: ConsoleConfig | None = None,
     console_ready: Callable[[ConsoleServer], Awaitable[None] | None] | None = None,
+    mqtt: MqttCredentials | None = None,
 ) -> None:  # fmt: skip
     """The engine service with its alarm desk and store, until cancelled. Restores the open
     alarms, ward and timers the store kept (after a crash or a restart). ``console``: also
     serve the console (docs/console-api.md), users from the same database (docs/users.md);
-    ``console_ready`` is called once it listens."""
+    ``console_ready`` is called once it listens. ``mqtt``: the engine's broker account (TLS
+    when it names a CA file; docs/mqtt-security.md)."""
     import asyncio
     import time
 
@@ -195,11 +216,17 @@ async def run_engine(
     from rtls.engine import Engine, EngineParams
     from rtls.service.alarms import AlarmShell
     from rtls.service.engine import EngineService
+    from rtls.service.keys import KeyKeeper, KeyStore, load_keys
     from rtls.service.store import AlarmStore
 
     engine = Engine(site, EngineParams(tick_s=tick_s))
     async with await AlarmStore.open(db, audit_key=audit_key) as store:
+        keys = KeyStore.open(db)  # tag keys (docs/tag-auth.md)
+        keeper = KeyKeeper(engine, keys, at_admission=site.security.provision_at_admission)
+        if loaded := load_keys(engine, keys):
+            print(f"rtls engine: {loaded} tag key(s) loaded", flush=True)
         shell = AlarmShell(Desk(site), store, clock=time.time)
+        shell.on_command = keeper.after_command
         restored = await shell.restore()
         if restored:
             print(f"rtls engine: restored {restored} open alarm(s) from {db}", flush=True)
@@ -208,10 +235,16 @@ async def run_engine(
                 reply = await shell.command(None, name, cmd_args, "admission")
                 if not reply["ok"]:
                     raise RtlsError(f"--admit-all: {name} {cmd_args}: {reply['error']}")
-        service = EngineService(engine, host, port, alarms=shell, commands=commands)
+        service = EngineService(engine, host, port, alarms=shell, commands=commands,
+                                username=mqtt.username if mqtt else None,
+                                password=mqtt.password if mqtt else None,
+                                tls_ca_file=mqtt.ca_file if mqtt else None)  # fmt: skip
+        service.tick_observers.append(keeper.tick)
         if ready is not None:
             ready(service)
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(keys.close)
+            stack.callback(keeper.save)
             if console is not None:
                 server = await _start_console(stack, service, shell, db, audit_key, console)
                 if console_ready is not None:
@@ -251,11 +284,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console = _demo_console(args.console)
     if args.broker:
         host, _, port = args.broker.rpartition(":")
-        with (
-            tempfile.TemporaryDirectory(prefix="rtls-demo-") as tmp,
-            _engine_in_background(host, int(port), Path(tmp), console),
-        ):
-            return gateways_main([*run, "--broker", args.broker])
+        with tempfile.TemporaryDirectory(prefix="rtls-demo-") as tmp:
+            keys = _demo_keys(Path(tmp))
+            with _engine_in_background(host, int(port), Path(tmp), console):
+                return gateways_main([*run, *keys, "--broker", args.broker])
     if find_mosquitto() is None:
         print(
             "rtls demo: no MQTT broker found (install Debian's 'mosquitto' or pass --broker); "
@@ -271,8 +303,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  (engine positions: -t rtls/v1/engine/positions)\n",
             flush=True,
         )
+        keys = _demo_keys(Path(workdir.name))
         with _engine_in_background(broker.host, broker.port, Path(workdir.name), console):
-            return gateways_main([*run, "--broker", f"{broker.host}:{broker.port}"])
+            return gateways_main([*run, *keys, "--broker", f"{broker.host}:{broker.port}"])
+
+
+def _demo_keys(workdir: Path) -> list[str]:
+    """Every tag of the demo gets a key (docs/tag-auth.md) in the demo's store, as the nurse
+    station's NFC writer would give it: the engine loads them at its start, the simulated tags
+    sign with them (``--tag-key`` arguments for ``rtls-gateways run``)."""
+    import os
+    import time
+
+    from rtls.service.keys import KeyStore
+
+    out: list[str] = []
+    now = time.time()
+    with KeyStore.open(workdir / "alarms.db") as keys:
+        for tag in load_site().tags:
+            key = keys.provision(tag.id, now=now, actor="demo")
+            path = workdir / f"{tag.id}.key"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(key.hex() + "\n")
+            out += ["--tag-key", f"{tag.id}={path}"]
+    print(f"rtls demo: every tag signs its advertisements ({len(out) // 2} keys, "
+          "docs/tag-auth.md)", flush=True)
+    return out
 
 
 def _demo_console(address: str) -> ConsoleConfig | None:
@@ -334,10 +391,14 @@ def _engine_in_background(
         heard = est.last_fix_t > -np.inf
         unc = float(np.median(est.uncertainty[est.known])) if est.known.any() else float("nan")
         rejected = sum(engine.decoder.counters.rejected.values())
+        auth = engine.auth.counts
+        refused = ", ".join(f"{n} {k}" for k, n in sorted(auth.items())
+                            if n and k not in ("ok", "unauthenticated_accepted")) or "none"
         print(
             f"  engine: {int(est.known.sum())} of {int(heard.sum())} tags located "
             f"(median uncertainty {unc:.1f} m), {engine.observations} observations, "
-            f"{rejected} messages rejected",
+            f"{rejected} messages rejected, {auth['ok']} signed observations verified, "
+            f"refused: {refused}",
             flush=True,
         )
 
@@ -368,6 +429,70 @@ def _engine_in_background(
         else:
             loop.call_soon_threadsafe(task.cancel)
         thread.join(timeout=10)
+
+
+def cmd_broker_config(args: argparse.Namespace) -> int:
+    """``rtls broker-config``: write the site's Mosquitto accounts, ACL and TLS files."""
+    from rtls.broker_config import BrokerOptions, Role
+    from rtls.service.credentials import ENGINE_FILE, GATEWAYS_FILE, write_broker_dir
+
+    site = load_site(args.site)
+    options = BrokerOptions(host=args.host, tls_port=args.tls_port, bind=args.bind,
+                            local_port=args.local_port, engine_user=args.engine_user,
+                            actuators=not args.no_actuators, readers=tuple(args.readers),
+                            monitors=tuple(args.monitors))  # fmt: skip
+    ca = (Path(args.ca_cert), Path(args.ca_key)) if args.ca_cert or args.ca_key else (None, None)
+    if None in ca and ca != (None, None):
+        raise RtlsError("--ca-cert and --ca-key go together")
+    done = write_broker_dir(site, Path(args.out), options, rotate=args.rotate, ca_cert=ca[0],
+                            ca_key=ca[1], install_dir=args.install_dir)  # fmt: skip
+    roles = Counter(a.role for a in done.accounts)
+    out, broker = done.directory, f"{args.host}:{args.tls_port}"
+    print(f"rtls broker-config: site {site.id!r} -> {out}")
+    print(f"  accounts   {len(done.accounts)}: " + ", ".join(
+        f"{r.value} {roles[r]}" for r in Role if roles[r]))  # fmt: skip
+    print(f"  passwords  {len(done.new_passwords)} new, {len(done.kept_passwords)} kept"
+          + (f"; removed {', '.join(done.removed)}" if done.removed else ""))  # fmt: skip
+    print(f"  TLS        {done.certificate}")
+    print("  wrote      " + ", ".join(p.name for p in done.written) + " (credentials and "
+          "passwd: mode 0600)")  # fmt: skip
+    if args.host == "localhost":
+        print("  note       the certificate names localhost only: give --host NAME (the name "
+              "the gateways use) for a broker they reach over the network")  # fmt: skip
+    print(f"\nStart the broker:  mosquitto -c {out / 'mosquitto.conf'}\n"
+          "  (as a service: use --install-dir, copy the files there, give the mosquitto user "
+          "read access;\n   after re-running, reload with: kill -HUP <mosquitto pid>)\n"
+          f"Engine:     rtls engine --broker {broker} --mqtt-credentials {out / ENGINE_FILE}\n"
+          f"Simulator:  rtls-gateways run --broker {broker} "
+          f"--mqtt-credentials {out / GATEWAYS_FILE}")  # fmt: skip
+    return 0
+
+
+def _broker_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    b = sub.add_parser("broker-config", help="Mosquitto accounts, ACL and TLS for a site "
+                       "(docs/mqtt-security.md)")  # fmt: skip
+    b.add_argument("--site", help="site TOML (default: the shipped example)")
+    b.add_argument("--out", required=True, help="directory to write (re-run: passwords kept)")
+    b.add_argument("--host", default="localhost", help="the broker's name for its clients "
+                   "(in the server certificate; default localhost)")  # fmt: skip
+    b.add_argument("--tls-port", type=int, default=8883, help="TLS listener port (8883)")
+    b.add_argument("--bind", help="address the TLS listener binds (default: every interface)")
+    b.add_argument("--local-port", type=int, help="also a plain listener on 127.0.0.1:PORT")
+    b.add_argument("--rotate", action="store_true", help="new passwords for every account")
+    b.add_argument("--ca-cert", help="sign the server certificate with this CA (PEM) ...")
+    b.add_argument("--ca-key", help="... and its key (else a CA is generated in --out)")
+    b.add_argument("--install-dir", help="where the files will be on the broker host (the "
+                   "paths in mosquitto.conf; default: --out)")  # fmt: skip
+    b.add_argument("--engine-user", default="rtls-engine", help="the engine's username")
+    b.add_argument("--reader", dest="readers", action="append", default=[],
+                   help="a read-only integration account (alarms, engine status); "
+                   "repeatable")  # fmt: skip
+    b.add_argument("--monitor", dest="monitors", action="append", default=[],
+                   help="a read-only technician account (every topic); "
+                   "repeatable")  # fmt: skip
+    b.add_argument("--no-actuators", action="store_true",
+                   help="no account for the door/lift controller bridge")  # fmt: skip
+    b.set_defaults(func=cmd_broker_config)
 
 
 def cmd_users(args: argparse.Namespace) -> int:
@@ -516,7 +641,11 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--tls-key", help="PEM private key of --tls-cert")
     eng.add_argument("--session-ttl", type=float, default=900.0,
                      help="console session lifetime in seconds (renewed by the page)")  # fmt: skip
+    eng.add_argument("--mqtt-credentials", help="the engine's broker account file "
+                     "(engine-credentials.toml of rtls broker-config; TLS with its "
+                     "ca_file)")  # fmt: skip
     eng.set_defaults(func=cmd_engine)
+    _broker_config_parser(sub)
     cal = sub.add_parser("calibrate", help="fit gateways' P0 and n from reference tags")
     cal.add_argument("--site", help="site TOML (default: the shipped example)")
     cal.add_argument("--input", required=True, help="CSV rows t,gateway,tag,rssi")
@@ -552,6 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
         usub.add_parser(verb, parents=[ucommon], help=text).add_argument("name")
     usub.add_parser("list", parents=[ucommon], help="the users (never their hashes)")
     us.set_defaults(func=cmd_users)
+    from rtls.service.keys import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
     return p
 
 

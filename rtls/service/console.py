@@ -70,6 +70,7 @@ SECURITY_HEADERS = (
 CLOSE_POLICY = 1008  # RFC 6455: policy violation (too many failed logins)
 CLOSE_SESSION = 4401  # application code: the session expired or was revoked
 MAX_FRAME = 64 * 1024  # requests are small; a larger frame closes the connection
+MAX_SAFE_INTEGER = 2**53 - 1  # larger integers in a request are a bad request
 
 
 @dataclass
@@ -323,9 +324,10 @@ class ConsoleServer:
     def health(self) -> tuple[bytes, bool]:
         tick_p99 = tick_percentile(self.service.stats, 99)
         broker = self.service.connected.is_set()
-        ok = broker and tick_p99 <= self.service.engine.params.tick_s
+        store = not self.shell.stats.store_failing
+        ok = broker and store and tick_p99 <= self.service.engine.params.tick_s
         return _dumps({
-            "status": "ok" if ok else "degraded", "broker": broker,
+            "status": "ok" if ok else "degraded", "broker": broker, "store": store,
             "tick_ms_p99": round(1000 * tick_p99, 3), "clients": len(self.clients),
             "open_alarms": len(self.shell.desk.book.alarms),
         }), ok  # fmt: skip
@@ -369,9 +371,10 @@ class ConsoleServer:
 
     async def _request(self, client: _Client, raw: str | bytes) -> None:
         try:
-            req = json.loads(raw)
+            req = json.loads(raw, parse_float=_finite, parse_constant=_finite, parse_int=_integer)
             if not isinstance(req, dict) or not isinstance(req.get("op"), str):
                 raise ValueError("a request is a JSON object with an 'op'")
+            json.dumps(req, ensure_ascii=False).encode()  # a lone surrogate "\ud800" is no text
         except (ValueError, RecursionError) as exc:  # too deeply nested: RecursionError
             self.stats.bad_requests += 1
             client.push(_dumps({"type": "error", "error": f"bad request: {exc}"}))
@@ -441,7 +444,7 @@ class ConsoleServer:
         except AuthError as exc:
             client.failures += 1
             self.stats.logins_failed += 1
-            await self._audit(name[:64] or "?", "console.login_failed", name[:64], {})
+            await self._audit(name[:64] or "?", "console.login_failed", name[:64] or "?", {})
             self._reply(client, req_id, False, error=str(exc))
             if client.failures >= self.config.max_login_failures:
                 await _close_after_flush(client, CLOSE_POLICY, "too many failed logins")
@@ -525,8 +528,8 @@ class ConsoleServer:
         refused = refusal(user, name, technical=technical, ward=ward)
         if refused is not None:
             self.stats.refused += 1
-            await self._audit(user.name, "console.refused", name, {"error": refused,
-                                                                   "args": _safe(args)})
+            await self._audit(user.name, "console.refused", name[:64] or "?",  # never empty
+                              {"error": refused, "args": _safe(args)})  # fmt: skip
             self._reply(client, req_id, False, error=refused)
             return
         reply = await self.shell.command(self.service.client, name, args, user.name)
@@ -652,6 +655,16 @@ class ConsoleServer:
             counters.summary(), unknown, self.ingest_rate,
             1000 * tick_percentile(self.service.stats, 99),
         )  # fmt: skip
+        # faults (docs/faults.md): messages over the source's rate limit, wrong clocks
+        dropped = self.service.limiter.dropped
+        rows = doc["gateways"] + doc["readers"]
+        offsets = [*counters.clocks.offset.tolist(), *counters.reader_clocks.offset.tolist()]
+        for i, row in enumerate(rows):
+            row["throttled"] = dropped[i] if i < len(dropped) else 0
+            row["clock_offset_s"] = round(offsets[i], 1)
+        doc["store"] = {"failing": self.shell.stats.store_failing,
+                        "uncommitted": self.shell.stats.uncommitted,
+                        "errors": self.shell.stats.store_errors}  # fmt: skip
         return _dumps(doc)
 
 
@@ -668,6 +681,24 @@ def _transition(tr: Transition, alarm: dict[str, Any]) -> dict[str, Any]:
     d = tr.as_dict()
     d["alarm"] = alarm
     return d
+
+
+def _finite(text: str) -> float:
+    """A JSON number of a request; NaN and infinities (``1e999``) are refused: nothing
+    downstream (the audit trail's canonical JSON) can hold them."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:24]} is out of range")
+    return value
+
+
+def _integer(text: str) -> int:
+    """A JSON integer of a request, within JavaScript's exact range (|n| < 2**53): larger
+    ones are refused (numeric code downstream works with doubles and int64)."""
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise ValueError(f"integer {text[:24]} is out of range")
+    return value
 
 
 def _safe(args: Mapping[str, Any]) -> dict[str, Any]:

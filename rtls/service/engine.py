@@ -42,6 +42,7 @@ from rtls.decode import SUBSCRIPTIONS, Decoder
 from rtls.decode_native import is_urgent
 from rtls.engine import Engine, TickResult
 from rtls.errors import TransportError
+from rtls.ratelimit import RateLimiter, site_limits, source_index
 from rtls.service.alarms import AlarmShell
 
 _LOG = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ CONTROL_PREFIXES = (topics.COMMAND, STATE_FILTER.split("+")[0])
 MAX_QUEUE = 200_000  # messages held between ticks before the oldest are dropped (counted)
 MAX_TICK_BYTES = 8 * 1024 * 1024  # payload bytes one tick decodes at most (~260,000 records)
 SWITCH_INTERVAL_S = 0.001  # `rtls engine`: the GIL passes between the loop and the tick thread
+RECONNECT_MAX_S = 2.0  # broker back-off cap: alarms wait at most this after a broker restart
+MAX_TOPICS = 100_000  # topic -> rate-limit source cache (cleared when full)
+THROTTLE_LOG_S = 30.0  # a throttled source is logged at most this often
 
 
 @dataclass
@@ -63,6 +67,7 @@ class ServiceStats:
 
     received: int = 0
     dropped_queue_full: int = 0
+    rate_limited: int = 0  # messages over their source's budget (rtls.ratelimit), dropped
     ticks: int = 0
     connects: int = 0
     urgent: int = 0  # urgent messages received
@@ -130,6 +135,7 @@ class EngineService:
         client_id: str = "rtls-engine",
         username: str | None = None,
         password: str | None = None,
+        tls_ca_file: str | None = None,
         max_batch: int = 20_000,
         clock: Callable[[], float] = time.time,
         alarms: AlarmShell | None = None,
@@ -140,6 +146,7 @@ class EngineService:
         self.host, self.port = host, port
         self.client_id = client_id
         self.username, self.password = username, password
+        self.tls_ca_file = tls_ca_file  # TLS to the broker, verified against this CA
         self.max_batch = max_batch
         self.clock = clock
         self.alarms = alarms
@@ -149,11 +156,17 @@ class EngineService:
         self._queue: deque[tuple[str, bytes, float]] = deque()  # appended here, popped by ticks
         self._urgent: deque[tuple[str, bytes, float]] = deque()
         self._urgent_decoder = Decoder(engine.directory)  # the early passes' own counters
+        self._urgent_decoder.counters.clocks = engine.decoder.counters.clocks  # one clock view
+        self._urgent_decoder.counters.reader_clocks = engine.decoder.counters.reader_clocks
         self._wake_urgent: asyncio.Event | None = None  # made in run(): needs the loop
         self._desk_lock: asyncio.Lock | None = None  # desk steps one at a time, in order
         self._desk_now = -np.inf  # the desk's clock never goes back (early passes run ahead)
         self._positions = PositionsEncoder(engine)
         self._control: deque[tuple[str, bytes]] = deque()  # commands and actuator states
+        # per-gateway budgets from the site (rtls.ratelimit, docs/faults.md); replaceable
+        self.limiter = RateLimiter(site_limits(engine.site))
+        self._sources: dict[str, int] = {}  # topic -> the limiter's source
+        self._throttle_logged: dict[int, float] = {}
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
@@ -207,16 +220,18 @@ class EngineService:
                 _LOG.warning("MQTT connection to %s:%s lost: %s", self.host, self.port, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def _session(self) -> None:
         will = aiomqtt.Will(STATUS_TOPIC, b'{"state":"offline"}', qos=1, retain=True)
+        tls = aiomqtt.TLSParameters(ca_certs=self.tls_ca_file) if self.tls_ca_file else None
         async with aiomqtt.Client(
             self.host,
             self.port,
             identifier=self.client_id,
             username=self.username,
             password=self.password,
+            tls_params=tls,
             will=will,
             keepalive=10,
         ) as client:
@@ -277,8 +292,15 @@ class EngineService:
         if topic.startswith(CONTROL_PREFIXES):
             self._control.append((topic, data))
             return
+        now = self.clock()
+        source = self._sources.get(topic)
+        if source is None:
+            source = self._source(topic)
+        if not self.limiter.allow(source, now, len(data)):
+            self._throttled(source, now)
+            return
         self.stats.received += 1
-        item = (topic, data, self.clock())
+        item = (topic, data, now)
         if is_urgent(topic, data):
             self._urgent.append(item)
             self.stats.urgent += 1
@@ -288,6 +310,30 @@ class EngineService:
             self._queue.popleft()
             self.stats.dropped_queue_full += 1
         self._queue.append(item)
+
+    def _source(self, topic: str) -> int:
+        if len(self._sources) >= MAX_TOPICS:
+            self._sources.clear()
+        source = self._sources[topic] = source_index(self.engine.directory, topic)
+        return source
+
+    def _throttled(self, source: int, now: float) -> None:
+        self.stats.rate_limited += 1
+        if now - self._throttle_logged.get(source, -np.inf) >= THROTTLE_LOG_S:
+            self._throttle_logged[source] = now
+            _LOG.warning("source %s is over its rate limit: %d messages dropped so far "
+                         "(docs/faults.md)", self.source_name(source),
+                         self.limiter.dropped[source])  # fmt: skip
+
+    def source_name(self, source: int) -> str:
+        """The gateway or door reader id of a rate-limit source (``*`` for unknown ones)."""
+        d = self.engine.directory
+        ids = (*d.gateway_ids, *d.reader_ids)
+        return ids[source] if source < len(ids) else "*"
+
+    def rate_limited(self) -> dict[str, int]:
+        """Messages dropped per throttled source (only those that were)."""
+        return {self.source_name(i): n for i, n in enumerate(self.limiter.dropped) if n}
 
     # -- the urgent pass and the ticker ----------------------------------------------------------
     async def _urgent_loop(self) -> None:
@@ -374,6 +420,7 @@ class EngineService:
             "decoder": c.summary(),
             "received": self.stats.received,
             "dropped_queue_full": self.stats.dropped_queue_full,
+            "rate_limited": self.rate_limited(),
             "tick_ms_p99": round(1000 * tick_percentile(self.stats, 99), 3),
             "unknown_tags": [
                 {"mac": u.mac, "serial": u.serial, "count": u.count, "last_seen": u.last_seen}
@@ -382,6 +429,9 @@ class EngineService:
         }
         if self.alarms is not None:
             body["alarms"] = vars(self.alarms.stats)
+        site = self.engine.site  # tag authentication: counts and the tags with rejections
+        body["tag_auth"] = {**self.engine.auth.summary(), "tags": self.engine.auth.report(
+            [t.id for t in site.tags], [g.id for g in site.gateways])[:50]}  # fmt: skip
         return json.dumps(body, separators=(",", ":")).encode()
 
     def process(self, now: float) -> TickResult:

@@ -60,6 +60,16 @@ class _Collector(Collector):
                                   value=shell.stats.store_errors)  # fmt: skip
         yield GaugeMetricFamily("rtls_broker_connected", "1 while the MQTT link is up",
                                 value=int(service.connected.is_set()))  # fmt: skip
+        limited = CounterMetricFamily("rtls_rate_limited", "Messages dropped over a gateway's "
+                                      "or door reader's rate limit", labels=["source"])  # fmt: skip
+        for source, n in sorted(service.rate_limited().items()):
+            limited.add_metric([source], n)
+        yield limited
+        auth = CounterMetricFamily("rtls_tag_auth", "Observations by tag authentication verdict",
+                                   labels=["verdict"])  # fmt: skip
+        for verdict, n in sorted(service.engine.auth.counts.copy().items()):
+            auth.add_metric([verdict], n)
+        yield auth
 
 
 def metrics_text(console: ConsoleServer) -> bytes:

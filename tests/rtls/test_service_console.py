@@ -268,7 +268,8 @@ def test_http_page_health_metrics_and_404(console: ConsoleHarness) -> None:
     status, ctype, body = get("metrics")
     assert status == 200 and ctype.startswith("text/plain")
     for name in ("rtls_observations_total", "rtls_ticks_total", "rtls_console_clients",
-                 "rtls_tick_seconds", "rtls_broker_connected"):  # fmt: skip
+                 "rtls_tick_seconds", "rtls_broker_connected", "rtls_rate_limited_total",
+                 "rtls_tag_auth_total"):  # fmt: skip
         assert name in body, name
     assert get("static/../../../etc/passwd")[0] == 404
     assert get("nothing-here")[0] == 404
@@ -309,3 +310,44 @@ def test_tls_serves_https_and_wss(fresh_mosquitto: MosquittoBroker, tmp_path: Pa
             await ws.close()
 
         asyncio.run(run())
+
+
+def test_malformed_requests_are_refused_and_never_stall_the_store(console: ConsoleHarness) -> None:
+    """Fuzzing findings (bench/fuzz.py, docs/fuzzing.md): a too deeply nested frame ended the
+    connection (RecursionError escaped the handler); an integer beyond int64 made the desk's
+    number check raise TypeError (an internal error); NaN, 1e999 and lone surrogates reached the
+    audit trail, and a refused command without a name and a login with an empty user name were
+    audited with an empty subject: the store refused each such record, which then blocked every
+    later commit."""
+
+    async def run() -> None:
+        c, reply = await _login(console.ws_url, "admin.ada")
+        assert reply["ok"], reply
+        await c.wait(lambda m: m["type"] == "snapshot")
+        frames = ('{"op": "ping", "x": ' + "[" * 5000 + "]" * 5000 + "}",
+                  '{"op": "command", "command": "admit", "args": {"baby": 1e999}}',
+                  '{"op": "command", "command": "admit", "args": {"baby": NaN}}',
+                  '{"op": "command", "command": "admit", "args": {"baby": "\\ud800"}}',
+                  '{"op": "command", "command": "sign_out", "args": {"baby": "B01", "escort": '
+                  '"M01", "duration_s": 345876451382054092800, "reason": "imaging"}}')  # fmt: skip
+        for frame in frames:
+            c.messages.clear()
+            await c.ws.send(frame)
+            err = await c.wait(lambda m: m["type"] in ("error", "reply", "pong"))
+            assert err["type"] == "error" and err["error"].startswith("bad request"), err
+        nameless = await c.request(op="command", command="", args={"target": "E1"})
+        assert not nameless["ok"] and "unknown command" in nameless["error"]
+        other, empty = await _login(console.ws_url, "", "wrong password!!")
+        assert not empty["ok"]  # audited with the subject "?" (an empty one is refused)
+        await other.ws.close()
+        pink = await c.request(op="command", command="code_pink", args={"reason": "drill"})
+        assert pink["ok"], pink  # committed: the store is not stuck on a refused record
+        audit = await c.request(op="audit", limit=20)
+        acts = {(r["action"], r["subject"]) for r in audit["records"]}
+        assert ("console.refused", "?") in acts and ("console.login_failed", "?") in acts
+        assert any(action.startswith("ward.") or "pink" in action for action, _ in acts), acts
+        await c.ws.close()
+
+    asyncio.run(run())
+    assert console.server is not None and console.server.shell.stats.store_errors == 0
+    assert verify_database(console.db).ok
