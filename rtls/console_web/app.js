@@ -267,6 +267,7 @@ function renderWardPanel() {
     now, can, tagLabel,
     wardName: (id) => { const w = state.site && byId(state.site.wards, id); return w ? (w.name || w.id) : (id || "—"); },
     signOut: openSignOut,
+    pair: openPair,
     returnBaby: (b) => sendCommand("return", { baby: b.tag }),
     discharge: (b) => confirmCommand(t("ward.dischargeConfirm", { name: b.name || b.tag }), false,
       () => ({ command: "discharge", args: { baby: b.tag } }), () => wardButton(b.tag) || $("tab-ward")),
@@ -324,7 +325,7 @@ async function sendCommand(command, args, okMessage) {
   }
 }
 
-const { openResolve, confirmCommand, wardButton, openSignOut } = makeForms({
+const { openResolve, confirmCommand, wardButton, openSignOut, openPair } = makeForms({
   state, describeSubject, tagLabel, command: (name, args) => client.command(name, args),
 });
 

@@ -14,6 +14,7 @@ export function makeForms(ctx) {
   const resolveDialog = bindDialog($("resolve-dialog"));
   const confirmDialog = bindDialog($("confirm-dialog"));
   const signOutDialog = bindDialog($("signout-dialog"));
+  const pairDialog = bindDialog($("pair-dialog"));
 
   function openResolve() {
     const a = state.alarms[state.selected];
@@ -90,5 +91,29 @@ export function makeForms(ctx) {
     });
   }
 
-  return { openResolve, confirmCommand, wardButton, openSignOut };
+  /** Pair baby `b` with a mother tag that no other baby of the board is paired with. */
+  function openPair(b) {
+    const select = $("pair-mother");
+    pairDialog.open({
+      prepare: () => {
+        $("pair-title").textContent = t("ward.pairTitle", { name: b.name || b.tag });
+        const taken = new Set(((state.ward && state.ward.babies) || []).map((x) => x.mother).filter(Boolean));
+        const mothers = ((state.site && state.site.tags) || []).filter((x) => x.kind === "mother" && !taken.has(x.id));
+        select.replaceChildren();
+        for (const m of mothers) {
+          const o = document.createElement("option");
+          o.value = m.id;
+          o.textContent = tagLabel(m.id);
+          select.appendChild(o);
+        }
+      },
+      focus: select,
+      refocus: () => wardButton(b.tag),
+      validate: () => (select.value ? null : `${t("ward.motherTag")}: ${t("err.required")}`),
+      submit: () => client.command("pair", { baby: b.tag, mother: select.value }),
+      done: () => toast(t("ward.done"), "ok"),
+    });
+  }
+
+  return { openResolve, confirmCommand, wardButton, openSignOut, openPair };
 }

@@ -37,7 +37,7 @@ function button(text, cls, onClick, testid) {
 
 /**
  * The ward board into `root`. ctx: now(), can(perm), wardName(id), tagLabel(id),
- * signOut(baby), returnBaby(baby), discharge(baby).
+ * signOut(baby), returnBaby(baby), discharge(baby), pair(baby).
  */
 export function renderWard(root, ward, ctx) {
   root.replaceChildren();
@@ -46,7 +46,7 @@ export function renderWard(root, ward, ctx) {
     root.appendChild(cell("p", t("ward.empty"), "hint"));
     return;
   }
-  const nurse = ctx.can("sign_out") || ctx.can("return") || ctx.can("discharge");
+  const nurse = ctx.can("sign_out") || ctx.can("return") || ctx.can("discharge") || ctx.can("pair");
   const keys = ["ward.baby", "ward.ward", "ward.mother", "ward.signOut", "ward.battery"];
   if (nurse) keys.push("ward.actions");
   const tbl = table(keys, "ward-table");
@@ -87,6 +87,9 @@ export function renderWard(root, ward, ctx) {
       Number.isFinite(pct) && pct < 20 ? "warn" : ""));
     if (nurse) {
       const td = cell("td", null, "actions");
+      if (!b.mother && ctx.can("pair")) {
+        td.appendChild(button(t("ward.pairBtn"), "small", () => ctx.pair(b), "pair"));
+      }
       if (!so && ctx.can("sign_out")) {
         td.appendChild(button(t("ward.signOutBtn"), "small", () => ctx.signOut(b), "sign-out"));
       }

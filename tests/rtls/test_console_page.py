@@ -238,3 +238,58 @@ def test_technician_shelves_a_low_battery_alarm(
     expect(page.locator("#tech-view")).to_contain_text(
         "G01", timeout=10_000)  # fmt: skip
     page.screenshot(path=str(screenshots / "console-technician.png"))
+
+
+UNPAIR_JS = """([url, token, baby]) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => ws.send(JSON.stringify({op: 'resume', id: 1, token}));
+    ws.onmessage = (e) => {
+        const m = JSON.parse(e.data);
+        if (m.type === 'reply' && m.id === 1) {
+            ws.send(JSON.stringify({op: 'command', id: 2, command: 'unpair',
+                                    args: {baby, reason: 'wrong mother tag'}}));
+        } else if (m.type === 'reply' && m.id === 2) { resolve(m); ws.close(); }
+    };
+    ws.onerror = () => reject('websocket error');
+})"""
+
+
+def test_nurse_pairs_a_baby_from_the_ward_board(
+    chromium: Any, console: ConsoleHarness, screenshots: Path
+) -> None:
+    page = _page(chromium, console)
+    _login(page, "nurse.anna")
+    expect(page.locator("#login-user")).to_be_hidden(timeout=15_000)
+    token = page.evaluate("() => sessionStorage.getItem('rtls.token') || "
+                          "Object.values(sessionStorage).find(v => v.length > 30)")
+    page.click("#tab-ward")
+    row = page.locator('#ward-board tr[data-baby="B03"]')
+    expect(row).to_be_visible(timeout=10_000)
+    expect(row.locator('[data-testid="pair"]')).to_have_count(0)  # paired at admission
+    mother = row.locator("td").nth(2).inner_text()
+    reply = page.evaluate(UNPAIR_JS, [console.ws_url, token, "B03"])
+    assert reply["ok"], reply
+    pair = row.locator('[data-testid="pair"]')
+    expect(pair).to_be_visible(timeout=10_000)  # the board came back without a mother
+    pair.click()
+    expect(page.locator("#pair-dialog")).to_be_visible()
+    freed = next(t.id for t in console.site.tags if t.kind.value == "mother" and t.id in mother)
+    values = page.eval_on_selector_all("#pair-mother option", "os => os.map(o => o.value)")
+    others = page.eval_on_selector_all(
+        "#ward-board tr[data-baby]", "rs => rs.map(r => r.children[2].textContent)")
+    assert freed in values  # the mother tag just freed is offered ...
+    taken = [m.id for m in console.site.tags if m.kind.value == "mother"
+             and any(m.id in text for text in others)]
+    assert taken and not set(taken) & set(values)  # ... not those of the other babies
+    page.select_option("#pair-mother", freed)
+    page.screenshot(path=str(screenshots / "console-pair.png"))
+    page.click("#pair-submit")
+    expect(page.locator("#pair-dialog")).to_be_hidden(timeout=10_000)
+    expect(row.locator("td").nth(2)).to_contain_text(freed, timeout=10_000)
+    expect(row.locator('[data-testid="pair"]')).to_have_count(0)
+    page.click("#tab-audit")
+    audit = page.locator("#audit-list")
+    expect(audit).to_contain_text("nurse.anna", timeout=10_000)
+    expect(audit).to_contain_text("unpair")
+    rows = [r for r in audit.locator("tr").all_inner_texts() if "nurse.anna" in r]
+    assert any("pair" in r and "unpair" not in r for r in rows), rows
