@@ -5,7 +5,6 @@ in a :class:`tests.console_harness.ConsoleHarness`'s loop, the console's HTTP JS
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import urllib.error
@@ -16,7 +15,6 @@ from typing import Any, TypeVar
 import numpy as np
 import paho.mqtt.client as paho
 import paho.mqtt.publish as publish
-from websockets.asyncio.client import ClientConnection, connect
 
 from rtls.advertisement import Advertisement, Status, TagKind, encode_body, tag_address
 from rtls.batch import encode_batch, make_records, obs_topic
@@ -66,49 +64,6 @@ def http_json(url: str) -> dict[str, Any]:
         body = exc.read()
     out: dict[str, Any] = json.loads(body)
     return out
-
-
-class WsClient:
-    """A logged-in WebSocket console client that keeps every message it receives."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.messages: list[dict[str, Any]] = []
-        self._next = 0
-
-    @classmethod
-    async def login(cls, url: str, user: str, password: str) -> WsClient:
-        c = cls(await connect(url))
-        reply = await c.request(op="login", user=user, password=password)
-        assert reply["ok"], reply
-        return c
-
-    async def request(self, **req: Any) -> dict[str, Any]:
-        self._next += 1
-        req["id"] = self._next
-        await self.ws.send(json.dumps(req))
-        return await self.wait(lambda m: m.get("type") == "reply" and m.get("id") == req["id"])
-
-    async def wait(self, pred: Callable[[dict[str, Any]], bool],
-                   timeout: float = 10.0) -> dict[str, Any]:  # fmt: skip
-        """The first message (kept or arriving within ``timeout`` s) satisfying ``pred``."""
-        for m in self.messages:
-            if pred(m):
-                return m
-
-        async def loop() -> dict[str, Any]:
-            while True:
-                m = json.loads(await self.ws.recv())
-                self.messages.append(m)
-                if pred(m):
-                    return m
-
-        return await asyncio.wait_for(loop(), timeout)
-
-    async def drain(self, seconds: float) -> None:
-        """Keep receiving for ``seconds``."""
-        with contextlib.suppress(TimeoutError):
-            await self.wait(lambda m: False, seconds)
 
 
 def alarm_of(type_: str, subject: str, action: str = "raise") -> Callable[[dict[str, Any]], bool]:

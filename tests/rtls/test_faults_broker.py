@@ -26,8 +26,8 @@ from rtls import topics
 from rtls.batch import RECORD_DTYPE
 from rtls.service.broker import MosquittoBroker
 from tests.broker import MessageCollector, wait_until
-from tests.console_harness import PASSWORD, ConsoleHarness
-from tests.faults import TimedCollector, WsClient, alarm_of
+from tests.console_harness import PASSWORD, ConsoleHarness, WsClient
+from tests.faults import TimedCollector, alarm_of
 
 TAMPER_AT_S = 10.0  # scenario time of the strap cut (B03)
 KILL_AT_S = 10.2  # the broker is killed in the middle of the tamper burst

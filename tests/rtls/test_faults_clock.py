@@ -23,8 +23,8 @@ from rtls.desk import Desk
 from rtls.engine import Engine, wall_maps
 from rtls.service.broker import MosquittoBroker
 from rtls.site import load_site
-from tests.console_harness import PASSWORD, ConsoleHarness
-from tests.faults import WsClient, alarm_of, frame, send
+from tests.console_harness import PASSWORD, ConsoleHarness, WsClient
+from tests.faults import alarm_of, frame, send
 
 SITE = load_site()
 GA = SITE.gateway_arrays

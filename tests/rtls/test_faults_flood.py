@@ -20,8 +20,8 @@ from typing import Any
 
 from rtls.advertisement import Status
 from rtls.service.broker import MosquittoBroker
-from tests.console_harness import PASSWORD, ConsoleHarness
-from tests.faults import WsClient, alarm_of
+from tests.console_harness import PASSWORD, ConsoleHarness, WsClient
+from tests.faults import alarm_of
 
 FLOODER = "G05"
 FLOOD_S = 12.0

@@ -27,8 +27,8 @@ from rtls.advertisement import Status
 from rtls.service.broker import MosquittoBroker
 from rtls.service.store import verify_database
 from tests.broker import MessageCollector, wait_until
-from tests.console_harness import PASSWORD, ConsoleHarness
-from tests.faults import WsClient, alarm_of, http_json, in_loop
+from tests.console_harness import PASSWORD, ConsoleHarness, WsClient
+from tests.faults import alarm_of, http_json, in_loop
 
 DGUV_S = 2.0  # DOMAIN.md: an SOS is confirmed within 2 s
 

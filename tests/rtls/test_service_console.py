@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from rtls.advertisement import Status
 from rtls.service.broker import MosquittoBroker
 from rtls.service.console import ConsoleConfig, load_ssl
 from rtls.service.store import verify_database
-from tests.console_harness import PASSWORD, ConsoleHarness
+from tests.console_harness import PASSWORD, ConsoleHarness, WsClient
 
 
 @pytest.fixture
@@ -33,34 +33,7 @@ def console(fresh_mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Consol
         yield h
 
 
-class Client:
-    """A WebSocket console client that keeps every message it receives."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.messages: list[dict[str, Any]] = []
-        self._next = 0
-
-    async def request(self, **req: Any) -> dict[str, Any]:
-        self._next += 1
-        req["id"] = self._next
-        await self.ws.send(json.dumps(req))
-        return await self.wait(lambda m: m.get("type") == "reply" and m.get("id") == req["id"])
-
-    async def wait(self, pred: Callable[[dict[str, Any]], bool],
-                   timeout: float = 10.0) -> dict[str, Any]:  # fmt: skip
-        for m in self.messages:
-            if pred(m):
-                return m
-
-        async def loop() -> dict[str, Any]:
-            while True:
-                m = json.loads(await self.ws.recv())
-                self.messages.append(m)
-                if pred(m):
-                    return m
-
-        return await asyncio.wait_for(loop(), timeout)
+Client = WsClient  # a WebSocket console client that keeps every message it receives
 
 
 async def _login(url: str, user: str, password: str = PASSWORD) -> tuple[Client, dict[str, Any]]:
