@@ -4,10 +4,6 @@ process (``rtls engine``) that is SIGKILLed during active alarms and restarted."
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +14,7 @@ import numpy as np
 import paho.mqtt.publish as publish
 import pytest
 
+from bench.kill_trials import Engine
 from rtls import topics
 from rtls.advertisement import Advertisement, Status, TagKind, encode_body, tag_address
 from rtls.batch import encode_batch, make_records, obs_topic
@@ -52,34 +49,6 @@ def _frame(tag_id: str, status: Status, seq: int) -> bytes:
     recs = make_records(np.array([0]), np.array([list(tag_address(tag.serial))], np.uint8),
                         np.array([-60]), 37, body.reshape(1, 20))  # fmt: skip
     return encode_batch("G01", seq, time.time(), recs)
-
-
-class Engine:
-    """``rtls engine`` in a child process."""
-
-    def __init__(self, site: Path, port: int, db: Path, log: Path) -> None:
-        self.args = [sys.executable, "-m", "rtls.service.cli", "engine", "--site", str(site),
-                     "--broker", f"127.0.0.1:{port}", "--db", str(db), "--commands",
-                     "--admit-all"]  # fmt: skip
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as f:
-            self.proc = subprocess.Popen(self.args, stdout=f, stderr=subprocess.STDOUT)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 class Console:
