@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import numpy as np
 from argon2 import PasswordHasher
@@ -197,7 +197,7 @@ class ConsoleClient:
         self._task: asyncio.Task[None] | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> ConsoleClient:
+    def __enter__(self) -> Self:
         self._thread.start()
         if not self._ready.wait(60.0):
             raise BenchError(f"console client: no snapshot ({self.log.error})")

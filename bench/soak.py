@@ -43,7 +43,6 @@ import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
@@ -57,7 +56,8 @@ from bench.e2e_load import links_of  # noqa: E402
 from bench.e2e_probe import (  # noqa: E402
     PASSWORD,
     USER,
-    BenchError,
+    ConsoleClient,
+    ConsoleLog,
     Probe,
     Prober,
     latency_of,
@@ -88,59 +88,35 @@ class CountingProber(Prober):
 
 
 @dataclass
-class Handled:
+class Handled(ConsoleLog):
     """What the soak's console client did: raises seen (first receipt by (type, subject)),
     acknowledgements and resolutions, refusals, messages by type."""
 
-    raised: dict[tuple[str, str], float] = field(default_factory=dict)
     raised_types: dict[str, int] = field(default_factory=dict)
     acked: int = 0
     resolved: int = 0
     unresolved: int = 0
     refused: dict[str, int] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
 
 
-class StaffConsole:
-    """A security user's console in a thread of its own: records each alarm raise, acknowledges
-    it, calls ``on_raise(type, subject)`` (the prober clears the tag's status bit: the strap is
-    mended, the button released) and resolves it once its condition is gone."""
+class StaffConsole(ConsoleClient):
+    """A security user's console in a thread of its own (the end-to-end bench's client): records
+    each alarm raise, acknowledges it, calls ``on_raise(type, subject)`` (the prober clears the
+    tag's status bit: the strap is mended, the button released) and resolves it once its
+    condition is gone."""
+
+    log: Handled
 
     def __init__(self, url: str, on_raise: Any, resolve_after_s: float = 3.0,
                  tries: int = 20) -> None:  # fmt: skip
-        self.url = url.replace("http", "ws", 1) + "ws"
+        super().__init__(url)
         self.on_raise = on_raise
         self.resolve_after_s = resolve_after_s
         self.tries = tries
         self.log = Handled()
-        self._ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._task: asyncio.Task[None] | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
         self._next_id = 0
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.ws: Any = None  # the connection, once open
-
-    def __enter__(self) -> StaffConsole:
-        self._thread.start()
-        if not self._ready.wait(60.0) or self.log.error:
-            raise BenchError(f"soak console: {self.log.error or 'no snapshot'}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        self._thread.join(10.0)
-
-    def _run(self) -> None:
-        self._task = self._loop.create_task(self._client())
-        try:
-            self._loop.run_until_complete(self._task)
-        except (asyncio.CancelledError, Exception) as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                self.log.error = repr(exc)
-            self._ready.set()
 
     async def _client(self) -> None:
         from websockets.asyncio.client import connect
