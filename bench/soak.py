@@ -125,6 +125,9 @@ class StaffConsole(ConsoleClient):
             self.ws = ws
             login = asyncio.ensure_future(self._ask("login", user=USER, password=PASSWORD))
             tasks: set[asyncio.Task[None]] = set()
+            # renew the session at half-life, as the page does: a 15 min token outlives no soak
+            refresher = asyncio.create_task(self._refresh(login))
+            tasks.add(refresher)
             try:
                 await self._read(ws, tasks)
             finally:  # the bench ends: alarms still being handled are left as they are
@@ -133,6 +136,14 @@ class StaffConsole(ConsoleClient):
                 await asyncio.gather(*tasks, return_exceptions=True)
             if login.done() and not login.result().get("ok"):
                 self.log.error = str(login.result())
+
+    async def _refresh(self, login: asyncio.Future[dict[str, Any]]) -> None:
+        reply = await login
+        while reply.get("ok"):
+            left = float(reply["expires_t"]) - time.time()
+            await asyncio.sleep(max(1.0, left / 2))
+            reply = await self._ask("refresh")
+        self.log.error = f"session refresh refused: {reply}"
 
     async def _read(self, ws: Any, tasks: set[asyncio.Task[None]]) -> None:
         async for frame in ws:
