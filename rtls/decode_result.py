@@ -196,3 +196,28 @@ def _cat(arrays: list[NDArray[np.void]], empty: NDArray[np.void]) -> NDArray[np.
 
 
 EMPTY: Final = Decoded()
+
+
+def unique_frames(telemetry: NDArray[np.void]) -> NDArray[np.void]:
+    """TELEMETRY_DTYPE (K,) -> (U,), U <= K: one row per advertisement, with the time of its
+    earliest copy (and the gateway of one of them: nothing downstream reads it).
+    Every advertisement is heard by several gateways (and a burst repeats it): copies have the
+    same tag, sequence number, status, status2 and battery, and differ only in gateway and
+    receive time. The rules and the lone-worker state need each frame once (they drop repeats
+    themselves; this only saves them the work). Rows come back sorted by (tag, seq)."""
+    if len(telemetry) < 2:
+        return telemetry
+    tag = telemetry["tag"].astype(np.int64)
+    if tag.min() < 0 or tag.max() >= 1 << 23:  # the key below holds 23 bits of tag index
+        return telemetry
+    # 23 + 16 + 8 + 8 + 8 = 63 bits: a frame's identity as one int64
+    key = (tag << 40) | (telemetry["seq"].astype(np.int64) << 24)
+    key |= telemetry["status"].astype(np.int64) << 16
+    key |= telemetry["status2"].astype(np.int64) << 8
+    key |= telemetry["battery"].astype(np.int64)
+    order = np.argsort(key, kind="stable")  # one sort: by frame
+    k = key[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    out = telemetry[order[starts]]
+    out["t"] = np.minimum.reduceat(telemetry["t"][order], starts)  # the earliest copy's time
+    return out

@@ -19,7 +19,13 @@ from numpy.typing import NDArray
 
 from rtls.buildings import Building, assign, buildings_of
 from rtls.decode import Decoder
-from rtls.decode_result import EMPTY_READS, EMPTY_TELEMETRY, Decoded, SourceStatus
+from rtls.decode_result import (
+    EMPTY_READS,
+    EMPTY_TELEMETRY,
+    Decoded,
+    SourceStatus,
+    unique_frames,
+)
 from rtls.directory import Directory
 from rtls.errors import ConfigError
 from rtls.geometry import points_in_polygon
@@ -204,7 +210,9 @@ class Engine:
         zone = self.zones.smallest(inside if self.rooms is None else self.rooms.named(inside))
         zone = np.where(self.membership.known, zone, -1)
         self.last_tick = now
-        telemetry = np.concatenate(self._telemetry) if self._telemetry else EMPTY_TELEMETRY
+        telemetry = EMPTY_TELEMETRY  # each advertisement once (several gateways heard it)
+        if self._telemetry:
+            telemetry = unique_frames(np.concatenate(self._telemetry))
         status = tuple(self._status)
         self._telemetry.clear()
         self._status.clear()
