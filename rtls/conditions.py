@@ -128,6 +128,7 @@ class Rules:
         self._exit_wait = np.full(n, np.nan)  # signed-out baby at an exit: escort awaited since
         self._suppressing = {t: np.zeros(n, dtype=bool) for t in self.TAG_RULES}
         self._followed: dict[tuple[AlarmType, int], Location] = {}
+        self._folded_estimate: object = None  # the last tick's estimate folded in (identity)
         self._held_detail: dict[tuple[AlarmType, int], dict[str, Any]] = {}  # set at the raise
         self.suppressed: Counter[str] = Counter()  # suppressed by design, per alarm type
         self.supervision = Supervision(site)
@@ -164,6 +165,7 @@ class Rules:
             telemetry = getattr(tick, "telemetry", None) if telemetry is None else telemetry
             reads = getattr(tick, "reads", None) if reads is None else reads
             status = tuple(getattr(tick, "status", ()))
+        moved = tick is None or tick.estimate is not self._folded_estimate
         entered_exit = self._fold_tick(tick)
         self._fold_telemetry(now, telemetry)
         exit_read = self._fold_reads(now, reads)
@@ -208,7 +210,8 @@ class Rules:
         out += self._emit(now, AlarmType.LOW_BATTERY, *lb.step(now, raw, hold, in_service))
 
         out += self._silence(now, ward)
-        out += self._follow(now)
+        if moved:  # an early pass re-uses the last tick's estimate: nobody moved
+            out += self._follow(now)
         out += sv.step(now, heard, status)
         return out
 
@@ -220,7 +223,7 @@ class Rules:
         entered_exit = np.zeros(n, dtype=bool)
         if tick is None:
             return entered_exit
-        est = tick.estimate
+        est = self._folded_estimate = tick.estimate
         k = np.asarray(est.known, dtype=bool)
         self.known = k.copy()
         self.xy[k] = est.xy[k]
@@ -248,6 +251,18 @@ class Rules:
             if came and self.is_exit_zone[zz]:
                 entered_exit[t] = True
         return entered_exit
+
+    def flags_changed(self, tele: NDArray[np.void]) -> NDArray[np.bool_]:
+        """(K,) bool: which frames (TELEMETRY_DTYPE (K,)) carry a status or status2 other
+        than their tag's last folded one (frames of unknown tags: False). Reads nothing but
+        the frames and changes nothing: the engine service runs an early pass only for news
+        (a tag keeps its alarm bits set in every advertisement until it is reset)."""
+        tag = tele["tag"].astype(np.intp)
+        ok = (tag >= 0) & (tag < len(self.tag_ids))
+        t = np.where(ok, tag, 0)
+        changed = (tele["status"] != self.status[t]) | (tele["status2"] != self.status2[t])
+        out: NDArray[np.bool_] = ok & changed
+        return out
 
     def _fold_telemetry(self, now: float, tele: NDArray[np.void] | None) -> None:
         """Latest status, status2 and battery of each tag; when skin contact was lost."""

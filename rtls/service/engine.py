@@ -72,6 +72,7 @@ class ServiceStats:
     connects: int = 0
     urgent: int = 0  # urgent messages received
     early_passes: int = 0
+    early_repeats: int = 0  # early passes whose frames the desk knew already: no desk step
     tick_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
@@ -356,11 +357,16 @@ class EngineService:
             now = max(self.clock(), self._desk_now)
             result = self.engine.early(now, self._urgent_decoder.decode_many(messages))
             self.stats.early_passes += 1
-            if self.alarms is not None and (len(result.telemetry) or len(result.reads)):
+            # only news: a tag repeats its alarm bits in every advertisement until it is
+            # reset, and each early pass evaluates every rule (the tick sees the repeats)
+            if self.alarms is not None and (len(result.reads) or self.alarms.desk.rules
+                                            .flags_changed(result.telemetry).any()):  # fmt: skip
                 self._desk_now = now
                 await self.alarms.after_tick(self._client, now, result,
                                              self.engine.decoder.counters,
                                              documents=False)  # fmt: skip
+            elif self.alarms is not None:
+                self.stats.early_repeats += 1
         return result
 
     async def _tick_loop(self, worker: ThreadPoolExecutor) -> None:

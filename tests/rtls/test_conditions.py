@@ -546,3 +546,18 @@ def test_new_rule_parameters_are_validated() -> None:
     site = make_site(infant={"tag_loose_s": 30.0}, infrastructure={"startup_grace_s": 0.0})
     assert site.rules.infant.tag_loose_s == 30.0
     assert site.rules.infrastructure.startup_grace_s == 0.0
+
+
+def test_flags_changed_marks_only_frames_with_news() -> None:
+    rules = Rules(SITE)
+    tele = np.zeros(4, dtype=TELEMETRY_DTYPE)
+    tele["tag"] = [0, 0, 1, 10_000]  # the last is no tag of the site
+    tele["t"] = T0
+    tele["status"] = [TAMPER, 0, 0, TAMPER]
+    assert rules.flags_changed(tele).tolist() == [True, False, False, False]
+    rules.evaluate(T0, None, tele[:1], None, FakeWard(), None)  # tag 0 now has TAMPER set
+    again = tele.copy()
+    again["t"] = T0 + 2
+    assert rules.flags_changed(again).tolist() == [False, True, False, False]
+    again["status2"][2] = MISMATCH
+    assert rules.flags_changed(again)[2]
