@@ -44,6 +44,10 @@ BADGE_ALARMS = frozenset(
     {AlarmType.SOS, AlarmType.PULL_CORD, AlarmType.MAN_DOWN, AlarmType.NO_MOVEMENT, AlarmType.FALL}
 )
 
+#: Seconds between two snapshots of the ward and workers documents when no alarm changed state
+#: (they follow every alarm transition and every operator command at once).
+DOCUMENTS_EVERY_S = 1.0
+
 
 class CommandError(RtlsError):
     """An operator command the desk does not understand (unknown name, missing argument)."""
@@ -78,7 +82,8 @@ class Desk:
         self.actuators = Actuators(site)
         self.spoofing = SpoofingRule(site)  # tag_spoofing (docs/tag-auth.md)
         self._tag_ids = tuple(t.id for t in site.tags)
-        self._documents_due = False  # an early step left the documents to the next one
+        self._documents_due = False  # documents left to a later step (early pass, throttle)
+        self._documents_t = -math.inf  # when the documents were last handed out by step()
         self._staff = np.flatnonzero([t.kind is TagKind.STAFF for t in site.tags])
         self._commands: dict[str, Callable[[Mapping[str, Any], str, float], DeskOutput]] = {
             "acknowledge": self._acknowledge, "resolve": self._resolve, "shelve": self._shelve,
@@ -122,9 +127,16 @@ class Desk:
                                               signed_out=self._signed_out(now))  # fmt: skip
         out.downlinks += self.workers.due_confirmations(now)
         if conditions or superseded or out.downlinks or self._documents_due:
-            self._documents_due = not documents
-            if documents:
+            # an alarm changed state: its documents go with it; otherwise (a moving alarm's
+            # new place, a badge's next frame) at most every DOCUMENTS_EVERY_S: the workers
+            # document of thousands of badges is tens of ms of JSON each time
+            now_too = bool(out.transitions or superseded or out.downlinks)
+            if documents and (now_too or now - self._documents_t >= DOCUMENTS_EVERY_S):
                 out.documents = self.documents()
+                self._documents_t = now
+                self._documents_due = False
+            else:
+                self._documents_due = True
         return out
 
     def link(self, now: float, up: bool) -> DeskOutput:

@@ -186,3 +186,26 @@ def test_a_workers_position_is_published_only_while_in_alarm() -> None:
     tele[0] = (T0 + 4, 0, w, 8, 0, 0, 80, 20)  # the badge reset (downlink): no alarm flags
     desk.step(T0 + 4, _tick(engine, T0 + 4, {}, tele), None)
     assert not desk.visible(T0 + 4)[w]
+
+
+def test_documents_go_with_each_alarm_change_and_otherwise_at_most_every_second() -> None:
+    desk = _admitted()
+    engine = Engine(SITE)
+    room = next(z for z in SITE.zones if z.id == "R101")
+    cx, cy = np.mean(np.asarray(room.polygon, dtype=float), axis=0)
+    tele = np.zeros(1, dtype=TELEMETRY_DTYPE)
+    tele[0] = (T0 + 1, 0, IDS.index("B01"), 9, int(Status.TAMPER), 0, 80, 20)
+    out = desk.step(T0 + 1, _tick(engine, T0 + 1, {"B01": ("R101", cx, cy)}, tele), None)
+    (cut,) = [tr for tr in out.transitions if tr.alarm.type is AlarmType.TAMPER]
+    assert "ward" in out.documents  # the raise: at once
+    # the baby is carried 2 m: the alarm follows (a condition, no transition), documents wait
+    moved = {"B01": ("R101", cx + 2.0, cy)}
+    out = desk.step(T0 + 1.25, _tick(engine, T0 + 1.25, moved), None)
+    assert out.transitions == [] and out.documents == {}
+    assert desk.book.get(cut.alarm_id).location.x == pytest.approx(cx + 2.0, abs=0.01)
+    out = desk.step(T0 + 1.5, _tick(engine, T0 + 1.5, moved), None)  # nothing new, not due yet
+    assert out.documents == {}
+    out = desk.step(T0 + 2.0, _tick(engine, T0 + 2.0, moved), None)  # a second later: due
+    assert "workers" in out.documents and "ward" in out.documents
+    out = desk.step(T0 + 2.25, _tick(engine, T0 + 2.25, moved), None)
+    assert out.documents == {}  # written, nothing has changed since
