@@ -290,15 +290,20 @@ class AlarmShell:
             self.stats.announced += 1
 
     async def _announce(self, pub: Publisher, out: DeskOutput) -> None:
+        """Publish one output's messages (QoS 1) in order, waiting for their acknowledgements
+        together: one round trip to the broker per output, not two per alarm (a burst of
+        alarms would hold the next critical one back by a round trip each)."""
+        msgs: list[tuple[str, bytes, bool]] = []
         for tr in out.transitions:
-            await pub.publish(topics.ALARM_EVENTS, _dumps(tr.as_dict()), qos=1)
+            msgs.append((topics.ALARM_EVENTS, _dumps(tr.as_dict()), False))
             state = _dumps(tr.alarm.as_dict()) if tr.alarm.open else b""
-            await pub.publish(topics.alarm_state(tr.alarm_id), state, qos=1, retain=True)
-        for cmd in out.commands:
-            await pub.publish(cmd.topic, cmd.payload(self.site_id), qos=1)
+            msgs.append((topics.alarm_state(tr.alarm_id), state, True))
+        msgs += [(cmd.topic, cmd.payload(self.site_id), False) for cmd in out.commands]
         for dl in out.downlinks:
             # a pairing is the bracelet's state: retained, so a gateway that connects later
             # still relays it; confirm / reset are events and never retained (docs/mqtt.md)
             body = dl.as_dict()
-            await pub.publish(topics.downlink(dl.tag), _dumps(body), qos=1,
-                              retain=body.get("command") == "pair")  # fmt: skip
+            msgs.append((topics.downlink(dl.tag), _dumps(body), body.get("command") == "pair"))
+        # gather starts the publishes in this order (each hands its packet to the client
+        # before its first wait), so the broker receives them in order
+        await asyncio.gather(*(pub.publish(t, p, qos=1, retain=r) for t, p, r in msgs))
