@@ -38,7 +38,7 @@ from numpy.typing import NDArray  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from bench.e2e_site import GATEWAYS_PER_BUILDING, GroupSpec, group_site  # noqa: E402
-from rtls.advertisement import BODY_DTYPE, MAC_PREFIX, TagKind  # noqa: E402
+from rtls.advertisement import BODY_DTYPE, MAC_PREFIX, Status, TagKind  # noqa: E402
 from rtls.batch import RECORD_DTYPE, encode_batch, obs_topic  # noqa: E402
 from rtls.engine import wall_maps  # noqa: E402
 from rtls.locate import Anchors  # noqa: E402
@@ -123,14 +123,17 @@ def links_of(site: Site, spec: GroupSpec, links: int = 8, seed: int = 1) -> Link
 
 
 def bodies(site: Site, status: NDArray[np.uint8] | None = None, seq: int = 0) -> NDArray[np.void]:
-    """Valid advertisement bodies (N,) of every site tag (battery 90 %, interval 2 s)."""
+    """Valid advertisement bodies (N,) of every site tag (battery 90 %, interval 2 s); an
+    infant's bracelet is worn (SKIN_CONTACT) besides ``status``, else every baby would raise
+    tag_loose once its delay has run."""
     n = len(site.tags)
     out = np.zeros(n, dtype=BODY_DTYPE)
     kinds = np.array([int(_KIND[t.kind]) for t in site.tags], dtype=np.uint8)
     out["version_kind"] = 0x10 | kinds
     out["serial"] = [t.serial for t in site.tags]
     out["seq"] = seq % 65536
-    out["status"] = 0 if status is None else status
+    worn = np.where(kinds == int(_KIND[SiteKind.INFANT]), int(Status.SKIN_CONTACT), 0)
+    out["status"] = worn | (0 if status is None else status)
     out["battery"] = 90
     out["measured_power"] = -59
     out["interval"] = 20
