@@ -47,4 +47,5 @@ def test_quick_run_delivers_every_alarm_to_every_client(
         figures["cpu_per_1000_obs"] / figures["cpu_per_1000_obs_baseline"], rel=1e-2
     )
     assert figures["client_messages"] > 3 * 3  # reply, snapshot, then positions and alarms
-    assert (tmp_path / "clients" / "engine.log").is_file()
+    assert figures["repeats"] == 1 and figures["cpu_ratios"] == [figures["cpu_ratio"]]
+    assert (tmp_path / "clients-0" / "engine.log").is_file()
