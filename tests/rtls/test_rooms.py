@@ -215,8 +215,11 @@ def test_updating_many_tags_at_once_equals_updating_them_one_by_one() -> None:
         together.update(t, np.arange(4), rssi, var, silent, np.zeros(4, int))
         for i in range(4):
             apart.update(t, [i], rssi[i : i + 1], var[i : i + 1], silent[i : i + 1], [0])
-    assert np.allclose(together.prob, apart.prob)
-    assert np.allclose(together.zone_probability(), apart.zone_probability())
+    # the likelihood is float32 (rtls.rooms._floor_model): the BLAS blocks sum in another
+    # order for 1 tag than for 4, which moves probabilities by ~1e-4 of themselves
+    assert np.allclose(together.prob, apart.prob, rtol=1e-3, atol=1e-7)
+    assert np.allclose(together.zone_probability(), apart.zone_probability(), rtol=1e-3,
+                       atol=1e-7)  # fmt: skip
 
 
 def _mirror_reading() -> FloatArray:
@@ -431,7 +434,8 @@ def test_huber_log_likelihood_equals_the_direct_sum_over_links() -> None:
     ref = -0.5 * np.nansum(rho, axis=2) + (silent[None] * log_silent[:, None, :]).sum(axis=2)
     ref = ref * weight[None, :] + log_share[:, None]
     const = -0.5 * np.nansum(y * y / var, axis=1) * weight  # left out by the product
-    np.testing.assert_allclose(ll + const[None, :], ref, rtol=1e-9, atol=1e-7)
+    # float32 products (rtls.rooms._floor_model): log-likelihoods of ~-100 to within 1e-3
+    np.testing.assert_allclose(ll + const[None, :], ref, rtol=1e-5, atol=1e-3)
 
 
 def test_one_wild_link_costs_a_robust_room_posterior_less() -> None:
