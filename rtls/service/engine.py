@@ -56,6 +56,7 @@ CONTROL_PREFIXES = (topics.COMMAND, STATE_FILTER.split("+")[0])
 MAX_QUEUE = 200_000  # messages held between ticks before the oldest are dropped (counted)
 MAX_TICK_BYTES = 8 * 1024 * 1024  # payload bytes one tick decodes at most (~260,000 records)
 SWITCH_INTERVAL_S = 0.001  # `rtls engine`: the GIL passes between the loop and the tick thread
+PENDING_PUBLISH_WARN = 2_000  # aiomqtt warns above this many QoS 1 publishes unacknowledged
 RECONNECT_MAX_S = 2.0  # broker back-off cap: alarms wait at most this after a broker restart
 MAX_TOPICS = 100_000  # topic -> rate-limit source cache (cleared when full)
 THROTTLE_LOG_S = 30.0  # a throttled source is logged at most this often
@@ -236,6 +237,9 @@ class EngineService:
             will=will,
             keepalive=10,
         ) as client:
+            # an output's announcements are awaited together (AlarmShell._announce): a burst
+            # of alarms is many QoS 1 publishes in flight, not a broker that stopped answering
+            client.pending_calls_threshold = PENDING_PUBLISH_WARN
             for sub in SUBSCRIPTIONS:
                 await client.subscribe(sub.topic_filter, qos=sub.qos)
             if self.alarms is not None:

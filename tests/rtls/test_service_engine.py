@@ -197,3 +197,63 @@ def test_the_engine_stops_cleanly_on_sigterm_and_sigint(
         assert b"Traceback" not in out, out.decode(errors="replace")
         assert wait_until(lambda: any(m.payload == b'{"state":"offline"}'
                                       for m in sub.messages), 5.0)  # fmt: skip
+
+
+def test_a_burst_of_alarms_is_announced_in_order_without_pending_call_warnings(
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every baby's strap cut in one batch: one desk output of many alarms, whose QoS 1
+    announcements are awaited together (AlarmShell._announce). All reach the broker, in the
+    order of their alarm ids, and aiomqtt does not take the burst for a stuck broker."""
+    from rtls import topics
+    from rtls.desk import Desk
+    from rtls.engine import EngineParams
+    from rtls.service.alarms import AlarmShell
+    from rtls.service.store import AlarmStore
+
+    babies = [t for t in SITE.tags if t.kind.value == "infant"]
+    assert len(babies) >= 12
+    bodies = np.stack([np.frombuffer(encode_body(Advertisement(
+        kind=TagKind.INFANT, serial=t.serial, seq=3, status=Status.TAMPER)), np.uint8)
+        for t in babies])  # fmt: skip
+    recs = make_records(np.zeros(len(babies), int),
+                        np.array([list(tag_address(t.serial)) for t in babies], np.uint8),
+                        np.full(len(babies), -60), 37, bodies)  # fmt: skip
+    events = MessageCollector(fresh_mosquitto.port, [topics.ALARM_EVENTS])
+    events.start()
+    box: list[EngineService] = []
+
+    async def main() -> None:
+        async with await AlarmStore.open(tmp_path / "alarms.db") as store:
+            shell = AlarmShell(Desk(SITE), store, clock=time.time)
+            for name, args in shell.desk.admission_orders():
+                await shell.command(None, name, args, "test")
+            service = EngineService(Engine(SITE, EngineParams(tick_s=5.0)), fresh_mosquitto.host,
+                                    fresh_mosquitto.port, client_id="eng-burst",
+                                    alarms=shell)  # fmt: skip
+            box.append(service)
+            await service.run()
+
+    caplog.set_level("WARNING")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: bool(box) and box[0].connected.is_set(), timeout=10)
+        publish.single(obs_topic("G01"), encode_batch("G01", 1, time.time(), recs), qos=1,
+                       hostname=fresh_mosquitto.host, port=fresh_mosquitto.port)  # fmt: skip
+
+        def raised() -> list[int]:
+            out = [json.loads(m.payload) for m in events.matching(lambda m: True)]
+            return [e["alarm_id"] for e in out
+                    if e["action"] == "raise" and e["alarm"]["type"] == "tamper"]  # fmt: skip
+
+        assert wait_until(lambda: len(raised()) == len(babies), timeout=10), raised()
+    finally:
+        if box:
+            loop.call_soon_threadsafe(box[0].stop)
+        thread.join(timeout=15)
+    ids = raised()
+    events.close()
+    assert ids == sorted(ids) and len(set(ids)) == len(babies)
+    assert not [r for r in caplog.records if "pending publish calls" in r.getMessage()]
