@@ -6,6 +6,7 @@ nothing on the hot path updates metric objects. Names and labels: docs/console-a
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -70,6 +71,9 @@ class _Collector(Collector):
         for verdict, n in sorted(service.engine.auth.counts.copy().items()):
             auth.add_metric([verdict], n)
         yield auth
+        yield GaugeMetricFamily("rtls_gc_frozen_objects", "Objects moved out of the garbage "
+                                "collector's reach at start-up (rtls engine)",
+                                value=gc.get_freeze_count())  # fmt: skip
 
 
 def metrics_text(console: ConsoleServer) -> bytes:

@@ -177,14 +177,25 @@ def test_positions_json_is_the_documented_document() -> None:
 def test_the_engine_stops_cleanly_on_sigterm_and_sigint(
     fresh_mosquitto: MosquittoBroker, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    """systemd's SIGTERM and Ctrl-C's SIGINT: the offline status, a closed store, exit 0."""
+    """systemd's SIGTERM and Ctrl-C's SIGINT: the offline status, a closed store, exit 0.
+    Once started, its start-up heap is out of the garbage collector's reach (freeze_heap)."""
+    import urllib.request
+
+    from rtls.service.broker import free_port
+
+    console = f"127.0.0.1:{free_port()}"
     cmd = [sys.executable, "-m", "rtls.service.cli", "engine", "--broker",
-           f"127.0.0.1:{fresh_mosquitto.port}", "--db", str(tmp_path / "a.db")]  # fmt: skip
+           f"127.0.0.1:{fresh_mosquitto.port}", "--db", str(tmp_path / "a.db"),
+           "--console", console]  # fmt: skip
     with MessageCollector(fresh_mosquitto.port, [STATUS_TOPIC]) as sub:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             assert wait_until(lambda: any(m.payload == b'{"state":"online"}'
                                           for m in sub.messages), 30.0)  # fmt: skip
+            with urllib.request.urlopen(f"http://{console}/metrics", timeout=10) as r:
+                frozen = [line for line in r.read().decode().splitlines()
+                          if line.startswith("rtls_gc_frozen_objects ")]  # fmt: skip
+            assert frozen and float(frozen[0].split()[1]) > 10_000, frozen
             time.sleep(0.5)  # a few ticks: the signal lands in a running loop
             sub.clear()
             proc.send_signal(sig)
