@@ -649,7 +649,7 @@ def _floor_model(
         (n_cells, len(local)),
     )
     # float32: the likelihood's product and exponentials are most of a tick's work, twice as
-    # fast as float64 and with ~1e-2 error on log-likelihoods whose useful range is ~10
+    # fast as float64, with ~1e-3 error on log-likelihoods whose useful range is ~10
     return _FloorModel(
         csl, gws, np.ascontiguousarray(terms, dtype=np.float32), gather, prior, sqrt_prior, basis,
         np.minimum(rate, 0.0),
