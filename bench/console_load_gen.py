@@ -17,11 +17,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import re  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Mapping, Sequence  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -32,6 +31,7 @@ from numpy.typing import NDArray  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from bench import simdata  # noqa: E402
+from bench.site_toml import to_toml  # noqa: E402
 from rtls.advertisement import (  # noqa: E402
     BODY_DTYPE,
     Advertisement,
@@ -82,50 +82,6 @@ def site_mapping(n_tags: int, seed: int) -> dict[str, Any]:
         for i in range(n_tags)
     ]  # fmt: skip
     return d
-
-
-def to_toml(data: Mapping[str, Any]) -> str:
-    """TOML text of a site mapping: scalars, tables, arrays of tables, inline tables inside
-    array entries (what site files use)."""
-    lines: list[str] = []
-    _toml_table(lines, (), data)
-    return "\n".join(lines) + "\n"
-
-
-def _toml_table(lines: list[str], path: tuple[str, ...], d: Mapping[str, Any]) -> None:
-    def aot(v: Any) -> bool:
-        return isinstance(v, list) and bool(v) and all(isinstance(e, dict) for e in v)
-
-    plain = {k: v for k, v in d.items() if not isinstance(v, dict) and not aot(v)}
-    if path and plain:
-        lines.append(f"\n[{'.'.join(_toml_key(p) for p in path)}]")
-    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in plain.items()]
-    for k, v in d.items():
-        if isinstance(v, dict):
-            _toml_table(lines, (*path, k), v)
-    for k, v in d.items():
-        if aot(v):
-            for entry in v:
-                lines.append(f"\n[[{'.'.join(_toml_key(p) for p in (*path, k))}]]")
-                lines += [f"{_toml_key(ek)} = {_toml_value(ev)}" for ek, ev in entry.items()]
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # JSON's escapes are TOML basic-string escapes
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(e) for e in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(e)}" for k, e in v.items()) + "}"
-    raise BenchError(f"cannot write {type(v).__name__} {v!r} as TOML")
 
 
 def write_site(path: Path, n_tags: int, seed: int) -> Site:

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bench.simdata import example_data
+from bench.site_toml import to_toml
 from rtls.site import Site
 
 GATEWAYS_PER_BUILDING = 40
@@ -97,51 +98,8 @@ def group_site(spec: GroupSpec) -> Site:
 
 def write_group_site(spec: GroupSpec, path: Path) -> Path:
     """Write the group site as TOML (for ``rtls engine --site``); returns ``path``."""
-    path.write_text(_toml(group_mapping(spec)), encoding="utf-8")
+    path.write_text(to_toml(group_mapping(spec)), encoding="utf-8")
     return path
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} as TOML")
-
-
-def _key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() else _value(k)
-
-
-def _toml(d: dict[str, Any]) -> str:
-    """A minimal TOML writer for the site mapping (tables of scalars, arrays of tables)."""
-    lines: list[str] = []
-    scalars = {k: v for k, v in d.items() if not isinstance(v, dict | list)}
-    lines += [f"{_key(k)} = {_value(v)}" for k, v in scalars.items()]
-
-    def table(name: str, t: dict[str, Any]) -> None:
-        flat = {k: v for k, v in t.items() if not isinstance(v, dict)}
-        lines.append(f"\n[{name}]")
-        lines.extend(f"{_key(k)} = {_value(v)}" for k, v in flat.items())
-        for k, v in t.items():
-            if isinstance(v, dict):
-                table(f"{name}.{_key(k)}", v)
-
-    for k, v in d.items():
-        if isinstance(v, dict):
-            table(_key(k), v)
-    for k, v in d.items():
-        if isinstance(v, list) and v and isinstance(v[0], dict):
-            for item in v:
-                lines.append(f"\n[[{_key(k)}]]")
-                lines.extend(f"{_key(a)} = {_value(x)}" for a, x in item.items())
-    return "\n".join(lines) + "\n"
 
 
 def building_of_gateways(site: Site) -> NDArray[np.intp]:
