@@ -6,13 +6,15 @@ arrays (:meth:`Engine.ingest_observations`, used by offline ``rtls locate``), th
 last tick are located together in one vectorised call, tracked, and checked against every zone.
 The live service (``rtls.service.engine``) and the offline command run exactly this code; the
 service also hands critical input (strap tamper, SOS, door reads) to the rules at once, with
-the last tick's positions, through :meth:`Engine.early` (docs/engine.md).
+the last tick's positions, through :meth:`Engine.early`, and runs each tick in two parts
+(:meth:`Engine.tick_first`, then :meth:`Engine.tick`) so that the watched tags' zone breaches
+do not wait for the whole tick (docs/engine.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,7 +34,7 @@ from rtls.geometry import points_in_polygon
 from rtls.locate import Anchors, Fix, Locator, LocatorParams, choose_floor, link_variance
 from rtls.observations import Observations
 from rtls.rooms import RoomFilter, RoomParams
-from rtls.site import Site
+from rtls.site import Site, TagKind
 from rtls.tagauth import EMPTY_SPOOF, TagAuth
 from rtls.track import Tracker, TrackEstimate, TrackParams
 from rtls.walkable import WalkableArea, WalkableParams
@@ -50,6 +52,9 @@ from rtls.zones import (
 
 ROOM_CHUNK = 512  # tags per call of the room filter's evidence (its arrays are points x tags)
 GRID_CHUNK = 1024  # tags per block of the grid search of new tracks (its arrays: tags x cells)
+# the tags a tick's first part locates: those the exit and mismatch rules are about
+WATCHED_KINDS = (TagKind.INFANT, TagKind.MOTHER)
+PART_MIN_TAGS = 256  # a share of the other tags (tick(share=...)) is at least this many
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,10 @@ class EngineParams:
     """Engine settings; the defaults are documented in docs/engine.md."""
 
     tick_s: float = 0.25  # issue 3: at most 250 ms
+    # the live service locates the watched tags (infants, mothers) this often: at every tick
+    # and between ticks (Engine.tick_first; docs/engine.md "Two-part ticks"); at most tick_s;
+    # None: half of tick_s (watch_period_s)
+    watch_s: float | None = None
     window_tau_s: float = 1.5  # fading; the tracker smooths over time (docs/locator.md)
     window_horizon_s: float = 8.0
     locator: LocatorParams = field(default_factory=LocatorParams)
@@ -70,6 +79,14 @@ class EngineParams:
     def __post_init__(self) -> None:
         if not 0.0 < self.tick_s <= 5.0:
             raise ConfigError(f"tick_s = {self.tick_s} must be in (0, 5] s")
+        if self.watch_s is not None and not 0.0 < self.watch_s <= self.tick_s:
+            raise ConfigError(f"watch_s = {self.watch_s} must be in (0, tick_s = {self.tick_s}] s")
+
+    @property
+    def watch_period_s(self) -> float:
+        """How often the live service locates the watched tags (``watch_s``, default half a
+        tick)."""
+        return self.tick_s / 2 if self.watch_s is None else self.watch_s
 
 
 @dataclass(frozen=True)
@@ -132,7 +149,13 @@ class Engine:
         self._telemetry: list[NDArray[np.void]] = []  # handed to the rules each tick
         self._status: list[SourceStatus] = []
         self._last: TickResult | None = None  # what early passes take the positions from
-        self._room_obs: list[Observations] = []  # the room filter's packets of the next tick
+        # the room filter's packets of the next tick: the watched tags', the others'
+        self._room_obs_watched: list[Observations] = []
+        self._room_obs: list[Observations] = []
+        # (N,) the tags of a tick's first part; what it located, for the second (tick_first)
+        self.watched = np.array([t.kind in WATCHED_KINDS for t in site.tags], dtype=bool)
+        self._others = ~self.watched
+        self._first: tuple[NDArray[np.intp], Fix | None] | None = None
         self.observations = 0
         self.last_tick = -np.inf
 
@@ -173,22 +196,26 @@ class Engine:
         self.window.add(obs)
         self.observations += len(obs)
         if self.rooms is not None:
-            self._room_obs.append(obs)
+            self._pool(obs)
 
     def ingest_reads(self, reads: NDArray[np.void]) -> None:
         """Door reads (READ_DTYPE: t, reader, tag, rssi)."""
         self._reads.append(reads)
 
     # -- the tick --------------------------------------------------------------------------------
-    def tick(self, now: float) -> TickResult:
-        """Locate every tag heard since the last tick, track, place door reads, update zones."""
-        tags = self.window.take_changed()
-        fix: Fix | None = None
-        if len(tags):
-            fix = self._locate(now, tags)
-            self.tracker.update(now, fix, tags)
-            if self.rooms is not None:
-                self._update_rooms(now, tags, fix.floor)
+    def tick(self, now: float, share: float = 1.0) -> TickResult:
+        """Locate every tag heard since the last tick, track, place door reads, update zones.
+
+        After :meth:`tick_first` (and :meth:`advance_others`) calls this is the tick's last
+        part: ``located`` and ``fix`` cover every tag located since the last tick (a tag's
+        newest fix), ``transitions`` what the first parts did not return. ``share`` < 1: of
+        the tags other than the watched ones, only that share is located now (see
+        :meth:`advance_others`); the rest wait for the next call."""
+        tags = self._take(share)
+        fix = self._advance(now, tags, partial=share < 1.0) if len(tags) else None
+        if self._first is not None:
+            tags, fix = _join(self._first, (tags, fix))
+            self._first = None
         door_transitions = None
         reads = EMPTY_READS
         if self._reads:
@@ -199,16 +226,9 @@ class Engine:
             if self.rooms is not None:
                 self.rooms.place(now, door.tag, door.xy, door.floor, door.uncertainty, door.zones)
             door_transitions = self.membership.enter_at_door(door)
-        est = self.tracker.estimate(now)
-        if self.rooms is None:
-            transitions = self.membership.update(now, est.xy, est.floor, est.known, est.uncertainty)
-        else:
-            transitions = self.rooms.update_membership(now, self.membership)
+        est, zone, transitions = self._zones(now)
         if door_transitions is not None:
             transitions = _merge(door_transitions, transitions)
-        inside = self.membership.inside
-        zone = self.zones.smallest(inside if self.rooms is None else self.rooms.named(inside))
-        zone = np.where(self.membership.known, zone, -1)
         self.last_tick = now
         telemetry = EMPTY_TELEMETRY  # each advertisement once (several gateways heard it)
         if self._telemetry:
@@ -221,13 +241,122 @@ class Engine:
         self._last = result
         return result
 
-    def _update_rooms(self, now: float, tags: NDArray[np.intp], floor: NDArray[np.intp]) -> None:
+    def tick_first(self, now: float) -> TickResult:
+        """Locate and track only the ``watched`` tags heard since the last call (infant and
+        mother tags: the exit and mismatch rules are about them) and advance their zone
+        membership, so that a baby's zone breach reaches the rules without waiting for the
+        thousands of badges (the live service's, docs/engine.md "Two-part ticks": between ticks
+        every ``watch_s``, and as the first part of each tick). Its result has every tag's
+        estimate and zone (the other tags' as of the last tick), the watched tags'
+        transitions, no telemetry or door reads. The next :meth:`tick` does the rest, and its
+        ``located`` and ``fix`` cover what the calls since the last tick located (a tag's
+        newest fix)."""
+        tags = self.window.take_changed(self.watched)
+        fix = self._advance(now, tags, partial=True, watched=True) if len(tags) else None
+        self._first = (tags, fix) if self._first is None else _join(self._first, (tags, fix))
+        est, zone, transitions = self._zones(now, self.watched)
+        # not the early passes' positions (self._last): those stay the last tick's, which the
+        # desk has folded, so an early pass need not follow anyone (Rules.evaluate)
+        return TickResult(now, est, zone, transitions, tags, fix)
+
+    def advance_others(self, now: float, share: float) -> int:
+        """Locate and track ``share`` (0-1] of the tags other than the watched ones heard since
+        they were last located, at least ``PART_MIN_TAGS`` (all of them under light load), in
+        turn (under steady load each once per tick with ``share`` = 1 / passes per tick;
+        every one within a few passes); the next :meth:`tick` returns them. The live service
+        spreads the badges of a tick over its passes of the watched tags with it, so that each
+        pass comes on time however long the whole tick's work (docs/engine.md "Two-part
+        ticks"). Returns how many."""
+        tags = self.window.take_changed(self._others, self._share_limit(share))
+        if len(tags):
+            fix = self._advance(now, tags, partial=True)
+            self._first = (tags, fix) if self._first is None else _join(self._first, (tags, fix))
+        return len(tags)
+
+    def _share_limit(self, share: float) -> int:
+        if not 0.0 < share <= 1.0:
+            raise ConfigError(f"share = {share} must be in (0, 1]")
+        pending = int(np.count_nonzero(self.window.changed & self._others))
+        return max(PART_MIN_TAGS, int(np.ceil(share * pending)))
+
+    def _take(self, share: float) -> NDArray[np.intp]:
+        """The tags a tick locates: every one heard, or with ``share`` < 1 the watched ones and
+        that share of the others."""
+        limit = self._share_limit(share)
+        if share == 1.0:
+            return self.window.take_changed()
+        watched = self.window.take_changed(self.watched)
+        return np.union1d(watched, self.window.take_changed(self._others, limit))
+
+    def _advance(
+        self, now: float, tags: NDArray[np.intp], *, partial: bool, watched: bool = False
+    ) -> Fix:
+        """Locate ``tags`` (sorted), fold the fixes into their tracks and room filter
+        (``partial``: other tags' packets stay for a later call; ``watched``: ``tags`` are all
+        the watched tags heard, and no others)."""
+        fix = self._locate(now, tags)
+        self.tracker.update(now, fix, tags)
+        if self.rooms is not None:
+            self._update_rooms(now, tags, fix.floor, partial=partial, watched=watched)
+        return fix
+
+    def _pool(self, obs: Observations) -> None:
+        """Hold packets for the room filter, the watched tags' apart."""
+        mine = self.watched[obs["tag"]]
+        if mine.all():
+            self._room_obs_watched.append(obs)
+        elif not mine.any():
+            self._room_obs.append(obs)
+        else:
+            self._room_obs_watched.append(obs[mine])
+            self._room_obs.append(obs[~mine])
+
+    def _zones(
+        self, now: float, among: NDArray[np.bool_] | None = None
+    ) -> tuple[TrackEstimate, NDArray[np.int64], Transitions]:
+        """Every tag's estimate at ``now``, smallest zone (-1: none or unknown) and the zone
+        transitions since the last call; ``among`` (N,) bool: of those tags only, the other
+        tags' estimate and zone are the last tick's and their membership is left as it is."""
+        last = self._last
+        if among is None or last is None:
+            est = self.tracker.estimate(now)
+            rows = None
+        else:
+            rows = np.flatnonzero(among)
+            est = _overlay(last.estimate, self.tracker.estimate(now, rows), rows)
+        if self.rooms is None:
+            transitions = self.membership.update(now, est.xy, est.floor, est.known, est.uncertainty,
+                                                 among=among)  # fmt: skip
+        else:
+            transitions = self.rooms.update_membership(now, self.membership, among)
+        inside = self.membership.inside if rows is None else self.membership.inside[rows]
+        if self.rooms is not None:
+            inside = self.rooms.named(inside, rows)
+        zone = np.where(self.membership.known if rows is None else self.membership.known[rows],
+                        self.zones.smallest(inside), -1)  # fmt: skip
+        if rows is not None:
+            assert last is not None
+            zone, part = last.zone.copy(), zone
+            zone[rows] = part
+        return est, zone, transitions
+
+    def _update_rooms(self, now: float, tags: NDArray[np.intp], floor: NDArray[np.intp], *,
+                      partial: bool = False, watched: bool = False) -> None:  # fmt: skip
         """Evidence for the room filter: what was heard of ``tags`` (sorted) on their chosen
         floors, ``ROOM_CHUNK`` tags at a time with their packets (its work arrays grow with the
-        tags of one call: points x tags)."""
+        tags of one call: points x tags); ``partial``: the packets of other tags are kept for
+        the next call; ``watched``: see :meth:`_advance`."""
         assert self.rooms is not None
-        obs = np.concatenate(self._room_obs) if self._room_obs else None
-        self._room_obs = []
+        taken = self._room_obs_watched if watched else self._room_obs_watched + self._room_obs
+        self._room_obs_watched = []
+        if not watched:
+            self._room_obs = []
+        obs = np.concatenate(taken) if taken else None
+        if obs is not None and partial and not watched:
+            mine = np.isin(obs["tag"], tags)
+            if not mine.all():
+                self._pool(obs[~mine])
+                obs = obs[mine]
         if obs is None:
             self.rooms.evidence(now, tags, floor, self.window)
             return
@@ -427,6 +556,37 @@ def wall_maps(site: Site) -> WallLossMaps | None:
 def _newest(decoded: Decoded) -> float:
     times = [float(a["t"].max()) for a in (decoded.obs, decoded.telemetry) if len(a)]
     return max(times, default=0.0)
+
+
+def _join(
+    a: tuple[NDArray[np.intp], Fix | None], b: tuple[NDArray[np.intp], Fix | None]
+) -> tuple[NDArray[np.intp], Fix | None]:
+    """Located tags and fixes of two calls as one, sorted by tag (a tag in both: ``b``'s)."""
+    parts = [(t, f) for t, f in (a, b) if f is not None and len(t)]
+    if len(parts) < 2:
+        return parts[0] if parts else (np.zeros(0, dtype=np.intp), None)
+    tags = np.concatenate([parts[0][0], parts[1][0]])
+    # the last occurrence of each tag: np.unique on the reversed order gives the first
+    _, first = np.unique(tags[::-1], return_index=True)
+    keep = len(tags) - 1 - first  # sorted by tag
+    f0, f1 = parts[0][1], parts[1][1]
+    assert f0 is not None and f1 is not None
+    fix = Fix(**{k.name: np.concatenate([getattr(f0, k.name), getattr(f1, k.name)])[keep]
+                 for k in fields(Fix)})  # fmt: skip
+    return tags[keep], fix
+
+
+def _overlay(base: TrackEstimate, part: TrackEstimate, rows: NDArray[np.intp]) -> TrackEstimate:
+    """``base`` (N tags) with the rows ``rows`` replaced by ``part`` (len(rows) tags), at
+    ``part``'s time."""
+    out = {}
+    for k in fields(TrackEstimate):
+        if k.name == "t":
+            continue
+        arr = getattr(base, k.name).copy()
+        arr[rows] = getattr(part, k.name)
+        out[k.name] = arr
+    return TrackEstimate(t=part.t, **out)
 
 
 def _merge(a: Transitions, b: Transitions) -> Transitions:

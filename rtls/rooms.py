@@ -434,24 +434,29 @@ class RoomFilter:
         (as of each tag's last evidence). Rows of tags on a floor without rooms are 0."""
         return self._zone_prob
 
-    def update_membership(self, now: float, membership: ZoneMembership) -> Transitions:
+    def update_membership(
+        self, now: float, membership: ZoneMembership, among: BoolArray | None = None
+    ) -> Transitions:
         """Advance ``membership`` with the zone probabilities: enter at ``enter_probability``,
         leave below ``leave_probability`` (exit zones: the ``exit_`` ones), each for the zone's
         dwell; unknown tags frozen. A run completes only while the tag's newest evidence (or
         door read) is at most ``reading_s`` old (the ``fresh`` rows of
         :meth:`~rtls.zones.ZoneMembership.update_probability`): a reading held after the next
-        one was due, because too few links were heard, does not complete a dwell."""
+        one was due, because too few links were heard, does not complete a dwell. ``among``
+        (N,) bool: advance only those tags (:meth:`~rtls.zones.ZoneMembership.update`)."""
         return membership.update_probability(
             now, self.zone_probability(), self.known(now), enter=self._enter, leave=self._leave,
-            fresh=now - self.t_evidence <= self.reading_s + 1e-9,
+            fresh=now - self.t_evidence <= self.reading_s + 1e-9, among=among,
         )  # fmt: skip
 
-    def named(self, inside: ArrayLike) -> BoolArray:
+    def named(self, inside: ArrayLike, tags: IntArray | None = None) -> BoolArray:
         """(N, Z): the zones of membership ``inside`` (N, Z) that may be named now, those whose
         probability is still at least ``show_probability`` (exit zones: at least
         ``exit_enter_probability``, as their membership): a zone being left is not shown during
-        its leave dwell, so the answer falls back to the enclosing zone."""
-        return np.asarray(inside, dtype=bool) & (self.zone_probability() >= self._show)
+        its leave dwell, so the answer falls back to the enclosing zone. ``tags`` (K,): the
+        rows of ``inside`` (K, Z) are those tags'."""
+        prob = self._zone_prob if tags is None else self._zone_prob[tags]
+        return np.asarray(inside, dtype=bool) & (prob >= self._show)
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ class RssiWindow:
         self._ref = np.zeros(shape)  # time the link's sums are referred to
         self._last = np.full(shape, -np.inf)  # newest observation time per link
         self.changed = np.zeros(n_tags, dtype=bool)  # tags with observations since take_changed
+        self._cursor = 0  # take_changed with a limit resumes after the last tag it took
         self.gateway_last = np.full(n_gateways, -np.inf)  # newest observation of any tag
         self.evicted_fresh = 0  # links dropped for a new one while still within the horizon
         self.dropped = 0  # links of a batch beyond ``slots`` new links for one tag
@@ -156,9 +157,19 @@ class RssiWindow:
         something; a gateway heard from by nobody may be down, and its silence must not count."""
         return np.asarray(self.gateway_last >= now - self.horizon_s)
 
-    def take_changed(self) -> NDArray[np.intp]:
-        """Indices of tags with new observations since the last call (and clears the flags)."""
-        idx = np.flatnonzero(self.changed)
+    def take_changed(
+        self, among: NDArray[np.bool_] | None = None, limit: int | None = None
+    ) -> NDArray[np.intp]:
+        """Sorted indices of tags with new observations since they were last taken (their flags
+        are cleared); ``among`` (N,) bool: only those tags; ``limit``: at most so many, in
+        turn (from the tag after the last one a limited call took, wrapping round), so that
+        every tag is taken within a few calls. The others' flags stay."""
+        idx = np.flatnonzero(self.changed if among is None else self.changed & among)
+        if limit is not None and len(idx) > limit:
+            turn = np.roll(idx, -int(np.searchsorted(idx, self._cursor)))[: max(limit, 0)]
+            if len(turn):
+                self._cursor = int(turn[-1]) + 1
+            idx = np.sort(turn)
         self.changed[idx] = False
         return idx
 

@@ -183,6 +183,8 @@ class ZoneMembership:
         floor: ArrayLike,
         known: ArrayLike,
         uncertainty: ArrayLike | None = None,
+        *,
+        among: ArrayLike | None = None,
     ) -> Transitions:
         """Advance to ``now`` with every tag's position: xy (N, 2), floor (N,), known (N,) bool,
         optional uncertainty (N,) radius in metres (only used when ``uncertainty_gain`` > 0;
@@ -190,7 +192,8 @@ class ZoneMembership:
         negative floor are unknown: their membership is frozen and their streaks reset.
 
         A tag's first known position sets its membership at once (inside = strictly inside).
-        ``now`` must not go backwards."""
+        ``now`` must not go backwards. ``among`` (N,) bool, default all: only these rows are
+        advanced, the others are left exactly as they are (a tick's first part)."""
         if not np.isfinite(now) or now < self.last_now:
             raise ZoneError(f"now={now} is not finite or earlier than the last update")
         pts, fl = check_points(xy, floor)
@@ -201,10 +204,11 @@ class ZoneMembership:
         ok = kn & np.isfinite(pts).all(axis=1) & (fl >= 0)
         if ok.any() and fl[ok].max() >= self.index.n_floors:
             raise ZoneError(f"floor index {int(fl[ok].max())} out of range")
-        rows = np.flatnonzero(ok)
+        these = self._among(among)
+        rows = np.flatnonzero(ok & these)
         d = self.index.signed_distance(pts[rows], fl[rows])  # (M, Z)
         neg_in, m_out = self._margins(rows, uncertainty)
-        return self._advance(now, ok, d <= neg_in, d >= m_out, d < 0)
+        return self._advance(now, ok, d <= neg_in, d >= m_out, d < 0, among=these)
 
     def update_probability(
         self,
@@ -215,6 +219,7 @@ class ZoneMembership:
         enter: ArrayLike,
         leave: ArrayLike,
         fresh: ArrayLike | None = None,
+        among: ArrayLike | None = None,
     ) -> Transitions:
         """Advance to ``now`` with every tag's probability (N, Z) of being in each zone (e.g.
         :meth:`rtls.rooms.RoomFilter.zone_probability`) instead of a position: a tag enters a
@@ -230,7 +235,7 @@ class ZoneMembership:
         fresh holds an old reading, and time without evidence is not evidence: such a row
         neither starts, ends nor completes a run. A run thus completes only at a fresh row,
         once it has lasted the dwell, with the criterion met at every fresh row since it
-        began: a dwell needs its criterion renewed by readings."""
+        began: a dwell needs its criterion renewed by readings. ``among``: as in :meth:`update`."""
         lo = np.asarray(leave, dtype=np.float64)
         hi = np.asarray(enter, dtype=np.float64)
         if not (np.all(lo >= 0.0) and np.all(lo <= hi) and np.all(hi <= 1.0)):
@@ -244,8 +249,19 @@ class ZoneMembership:
                 f"update_probability needs probability (N, Z), known and fresh (N,), N={n}"
             )
         ok = kn & np.isfinite(prob).all(axis=1)
-        p = prob[ok]
-        return self._advance(now, ok, p >= hi, p < lo, p >= hi, None if fresh is None else new[ok])
+        these = self._among(among)
+        sel = ok & these
+        p = prob[sel]
+        return self._advance(now, ok, p >= hi, p < lo, p >= hi,
+                             None if fresh is None else new[sel], among=these)  # fmt: skip
+
+    def _among(self, among: ArrayLike | None) -> BoolArray:
+        if among is None:
+            return np.ones(self.n_tags, dtype=bool)
+        out = np.asarray(among, dtype=bool)
+        if out.shape != (self.n_tags,):
+            raise ZoneError(f"among must have shape ({self.n_tags},), got {out.shape}")
+        return out
 
     def _advance(
         self,
@@ -255,17 +271,20 @@ class ZoneMembership:
         toward_out: BoolArray,
         start: BoolArray,
         confirm: BoolArray | None = None,
+        *,
+        among: BoolArray,
     ) -> Transitions:
-        """The state machine shared by both updates: ``ok`` (N,) the known rows; for those M
-        rows, ``toward_in`` / ``toward_out`` (M, Z) whether this update counts towards entering
-        / leaving each zone, ``start`` (M, Z) the membership of a tag's first known update;
-        ``confirm`` (M,) (None: all) the rows that may start, end or complete a run now."""
+        """The state machine shared by both updates: ``ok`` (N,) the known rows, ``among`` (N,)
+        the rows to advance; for the M rows of both, ``toward_in`` / ``toward_out`` (M, Z)
+        whether this update counts towards entering / leaving each zone, ``start`` (M, Z) the
+        membership of a tag's first known update; ``confirm`` (M,) (None: all) the rows that
+        may start, end or complete a run now."""
         if not np.isfinite(now) or now < self.last_now:
             raise ZoneError(f"now={now} is not finite or earlier than the last update")
         n = self.n_tags
-        self._mark_unknown(now, ~ok)
+        self._mark_unknown(now, ~ok, among)
         self.last_now = float(now)
-        rows = np.flatnonzero(ok)
+        rows = np.flatnonzero(ok & among)
         everyone = len(rows) == n  # then work in place on the state arrays (views)
         inside = self.inside if everyone else self.inside[rows]
         since = self._since if everyone else self._since[rows]
@@ -320,11 +339,13 @@ class ZoneMembership:
         neg_in = -np.minimum(h.margin_in + widen[:, None], self._half_depth[None, :])
         return neg_in, (h.margin_out + widen)[:, None]
 
-    def _mark_unknown(self, now: float, unknown: BoolArray) -> None:
+    def _mark_unknown(self, now: float, unknown: BoolArray, among: BoolArray) -> None:
+        """Rows of ``among`` become unknown where ``unknown``, known elsewhere."""
+        unknown = unknown & among
         newly = unknown & np.isnan(self.unknown_since)  # NaN exactly while known
         self.unknown_since[newly] = now
-        self.unknown_since[~unknown] = np.nan
-        self.known = ~unknown
+        self.unknown_since[among & ~unknown] = np.nan
+        self.known = np.where(among, ~unknown, self.known)
         self._since[unknown] = np.nan  # a streak needs positions: it restarts after the gap
 
     def enter_at_door(self, fix: DoorFix) -> Transitions:

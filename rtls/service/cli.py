@@ -167,7 +167,8 @@ def cmd_engine(args: argparse.Namespace) -> int:
         freeze_heap()
 
     try:
-        asyncio.run(run_engine(site, host, int(port), tick_s=args.tick, db=Path(args.db),
+        asyncio.run(run_engine(site, host, int(port), tick_s=args.tick, watch_s=args.watch,
+                               db=Path(args.db),
                                audit_key=key, commands=args.commands,
                                admit_all=args.admit_all, console=console,
                                mqtt=mqtt, ready=on_ready))  # fmt: skip
@@ -212,8 +213,8 @@ def _read_key(path: str) -> bytes:
 
 
 async def run_engine(
-    site: Site, host: str, port: int, *, tick_s: float = 0.25, db: Path,
-    audit_key: bytes | None = None, commands: bool = False, admit_all: bool = False,
+    site: Site, host: str, port: int, *, tick_s: float = 0.25, watch_s: float | None = None,
+    db: Path, audit_key: bytes | None = None, commands: bool = False, admit_all: bool = False,
     ready: Callable[[EngineService], None] | None = None,
     console: ConsoleConfig | None = None,
     console_ready: Callable[[ConsoleServer], Awaitable[None] | None] | None = None,
@@ -234,7 +235,7 @@ async def run_engine(
     from rtls.service.keys import KeyKeeper, KeyStore, load_keys
     from rtls.service.store import AlarmStore
 
-    engine = Engine(site, EngineParams(tick_s=tick_s))
+    engine = Engine(site, EngineParams(tick_s=tick_s, watch_s=watch_s))
     async with await AlarmStore.open(db, audit_key=audit_key) as store:
         keys = KeyStore.open(db)  # tag keys (docs/tag-auth.md)
         keeper = KeyKeeper(engine, keys, at_admission=site.security.provision_at_admission)
@@ -639,6 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--broker", required=True, help="MQTT broker HOST:PORT")
     eng.add_argument("--site", help="site TOML (default: the shipped example)")
     eng.add_argument("--tick", type=float, default=0.25, help="tick in seconds (<= 0.25)")
+    eng.add_argument("--watch", type=float, default=None,
+                     help="infant and mother tags located every so many seconds, also between "
+                          "ticks (default: half the tick; docs/engine.md)")  # fmt: skip
     eng.add_argument("--db", default="rtls-alarms.db", help="the alarm store (SQLite file)")
     eng.add_argument("--audit-key-file", help="the site's secret for an HMAC-chained audit")
     eng.add_argument(

@@ -9,10 +9,16 @@ One event loop and one worker thread (docs/engine.md, "The service"):
   runs the alarm desk on them at once, with the last tick's positions
   (:meth:`rtls.engine.Engine.early`): a critical event waits neither for the tick nor for one
   that is running;
-- the ticker, every ``tick_s``, has the worker thread drain the queue through the decoders and
-  run one engine tick (NumPy releases the GIL for most of it; the loop keeps receiving, running
-  urgent passes and serving the console meanwhile), then runs the alarm desk in the loop and
-  publishes the positions (``rtls/v1/engine/positions``, JSON).
+- between ticks the worker thread decodes what has arrived, a slice at a time (``PREDECODE_S``),
+  and every ``watch_s`` locates the watched tags (infants and mothers,
+  :meth:`rtls.engine.Engine.tick_first`): their zone transitions go to the alarm desk at once;
+- the ticker, every ``tick_s``, has the worker thread decode the rest and run the tick in two
+  parts (NumPy releases the GIL for most of it; the loop keeps receiving, running urgent
+  passes and serving the console meanwhile): the first is the watched tags' as above, and
+  while the worker does the rest the loop hands its zone transitions to the alarm desk, so
+  that a baby's zone breach waits neither for the thousands of badges nor for a whole tick;
+  then the alarm desk runs on the whole tick and the positions are published
+  (``rtls/v1/engine/positions``, JSON).
 
 The broker connection is retried with back-off forever; the engine's state survives
 reconnections.
@@ -55,6 +61,8 @@ ACTUATOR_STATES = STATE_FILTER
 CONTROL_PREFIXES = (topics.COMMAND, STATE_FILTER.split("+")[0])
 MAX_QUEUE = 200_000  # messages held between ticks before the oldest are dropped (counted)
 MAX_TICK_BYTES = 8 * 1024 * 1024  # payload bytes one tick decodes at most (~260,000 records)
+PREDECODE_S = 0.05  # between ticks, the worker decodes what arrived this often ...
+PREDECODE_BYTES = 512 * 1024  # ... at most this much payload at a time (a few ms of work)
 SWITCH_INTERVAL_S = 0.001  # `rtls engine`: the GIL passes between the loop and the tick thread
 PENDING_PUBLISH_WARN = 2_000  # aiomqtt warns above this many QoS 1 publishes unacknowledged
 RECONNECT_MAX_S = 2.0  # broker back-off cap: alarms wait at most this after a broker restart
@@ -74,6 +82,9 @@ class ServiceStats:
     urgent: int = 0  # urgent messages received
     early_passes: int = 0
     early_repeats: int = 0  # early passes whose frames the desk knew already: no desk step
+    watch_passes: int = 0  # passes of the watched tags between ticks (Engine.tick_first)
+    first_steps: int = 0  # watched tags' passes with zone transitions: a desk step of their own
+    predecoded: int = 0  # messages decoded between ticks
     tick_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
@@ -150,6 +161,7 @@ class EngineService:
         self.username, self.password = username, password
         self.tls_ca_file = tls_ca_file  # TLS to the broker, verified against this CA
         self.max_batch = max_batch
+        self._tick_bytes = self._tick_messages = 0  # decoded since the last tick (_decode)
         self.clock = clock
         self.alarms = alarms
         self.commands = commands
@@ -374,20 +386,38 @@ class EngineService:
         return result
 
     async def _tick_loop(self, worker: ThreadPoolExecutor) -> None:
+        """Every ``tick / parts`` seconds a pass: decode, the watched tags (their zone changes
+        to the desk at once) and ``1 / parts`` of the other tags heard; every ``parts``-th pass
+        ends a tick (door reads, telemetry, every tag's zones; the desk, positions)."""
         tick = self.engine.params.tick_s
+        parts = max(1, round(tick / self.engine.params.watch_period_s))
+        period, share = tick / parts, 1.0 / parts
         loop = asyncio.get_running_loop()
         next_t = loop.time()
         next_health = next_t
+        part = 0
+        spent = 0.0  # worker seconds of this tick's passes so far
         while True:
-            next_t += tick
-            await asyncio.sleep(max(0.0, next_t - loop.time()))
-            if loop.time() - next_t > tick:  # fell behind: do not try to catch up tick by tick
+            next_t += period
+            part = (part + 1) % parts
+            await self._decode_ahead(worker, next_t)
+            if loop.time() - next_t > tick:  # fell behind: do not try to catch up pass by pass
                 next_t = loop.time()
-            now = self.clock()
-            result, seconds = await loop.run_in_executor(worker, self.compute, now)
-            self._ticked(result, seconds)  # in the loop: its readers (health, metrics) are here
             client = self._client
             try:
+                now = self.clock()
+                first, seconds = await loop.run_in_executor(worker, self.compute_first, now)
+                if part:  # a pass between ticks
+                    others = loop.run_in_executor(worker, self.compute_others, now, share)
+                    await self._first_step(now, first)  # while the worker does the others
+                    spent += seconds + await others
+                    self.stats.watch_passes += 1
+                    continue
+                rest = loop.run_in_executor(worker, self.compute_rest, now, share)
+                await self._first_step(now, first)  # while the worker does the rest
+                result, more = await rest
+                seconds, spent = spent + seconds + more, 0.0
+                self._ticked(result, seconds)  # in the loop: its readers are here
                 assert self._desk_lock is not None
                 async with self._desk_lock:
                     desk_now = self._desk_now = max(now, self._desk_now)
@@ -411,6 +441,27 @@ class EngineService:
                     await client.publish(HEALTH_TOPIC, self.health_payload(), retain=True)
             except aiomqtt.MqttError as exc:  # the session notices and reconnects
                 _LOG.debug("publish failed during a tick: %s", exc)
+
+    async def _decode_ahead(self, worker: ThreadPoolExecutor, until: float) -> None:
+        """Wait for loop time ``until``, decoding what arrives meanwhile every ``PREDECODE_S``."""
+        loop = asyncio.get_running_loop()
+        while self._queue and until - loop.time() > PREDECODE_S:
+            await asyncio.sleep(PREDECODE_S)
+            await loop.run_in_executor(worker, self.predecode)
+        await asyncio.sleep(max(0.0, until - loop.time()))
+
+    async def _first_step(self, now: float, first: TickResult) -> None:
+        """The alarm desk on the zone transitions of a pass of the watched tags, if it has any
+        (the documents go with the tick's own step)."""
+        tr = first.transitions
+        if self.alarms is None or not (len(tr.entered) or len(tr.left)):
+            return
+        assert self._desk_lock is not None
+        async with self._desk_lock:
+            desk_now = self._desk_now = max(now, self._desk_now)
+            self.stats.first_steps += 1
+            await self.alarms.after_tick(self._client, desk_now, first,
+                                         self.engine.decoder.counters, documents=False)  # fmt: skip
 
     async def _handle_control(self, client: aiomqtt.Client | None) -> None:
         assert self.alarms is not None
@@ -451,22 +502,61 @@ class EngineService:
         return result
 
     def compute(self, now: float) -> tuple[TickResult, float]:
-        """Decode what is queued (at most ``max_batch`` messages and ``MAX_TICK_BYTES`` of
-        payload: a backlog is worked off over the next ticks, memory stays bounded) and run one
-        tick; returns the result and the seconds it took. Runs in the tick thread: it touches
-        the engine and the queue's left end only (the loop counts the tick: :meth:`_ticked`)."""
+        """Decode what is queued (see :meth:`predecode`) and run one whole tick; returns the
+        result and the seconds it took (:meth:`process`; the ticker runs the tick in two parts,
+        :meth:`compute_first` and :meth:`compute_rest`)."""
         started = time.perf_counter()
+        self._decode(MAX_TICK_BYTES)
+        self._tick_bytes = self._tick_messages = 0  # the next tick's budget
+        return self.engine.tick(now), time.perf_counter() - started
+
+    def compute_first(self, now: float) -> tuple[TickResult, float]:
+        """Decode what is queued and locate the watched tags
+        (:meth:`rtls.engine.Engine.tick_first`)."""
+        started = time.perf_counter()
+        self._decode(MAX_TICK_BYTES)
+        return self.engine.tick_first(now), time.perf_counter() - started
+
+    def compute_others(self, now: float, share: float) -> float:
+        """Locate ``share`` of the other tags between ticks
+        (:meth:`rtls.engine.Engine.advance_others`); returns the seconds it took."""
+        started = time.perf_counter()
+        self.engine.advance_others(now, share)
+        return time.perf_counter() - started
+
+    def compute_rest(self, now: float, share: float = 1.0) -> tuple[TickResult, float]:
+        """The last part of a tick (:meth:`rtls.engine.Engine.tick` with ``share``: the whole
+        tick's result); the next tick's decoding budget starts."""
+        started = time.perf_counter()
+        result = self.engine.tick(now, share)
+        self._tick_bytes = self._tick_messages = 0
+        return result, time.perf_counter() - started
+
+    def predecode(self) -> None:
+        """Decode some of what is queued ahead of the tick (at most ``PREDECODE_BYTES`` now),
+        so that the tick itself starts from less."""
+        self.stats.predecoded += self._decode(PREDECODE_BYTES)
+
+    def _decode(self, limit: int) -> int:
+        """Decode and ingest queued messages: at most ``limit`` payload bytes now, and between
+        two ticks at most ``max_batch`` messages and ``MAX_TICK_BYTES`` in all (a backlog is
+        worked off over the next ticks, memory stays bounded); returns the messages decoded.
+        Runs in the tick thread: it touches the engine and the queue's left end only (the loop
+        counts the tick: :meth:`_ticked`)."""
         q = self._queue
         batch: list[tuple[str, bytes, float]] = []
         size = 0
-        while q and len(batch) < self.max_batch and size < MAX_TICK_BYTES:
+        budget = min(limit, MAX_TICK_BYTES - self._tick_bytes)
+        room = self.max_batch - self._tick_messages
+        while q and len(batch) < room and size < budget:
             item = q.popleft()
             batch.append(item)
             size += len(item[1])
         if batch:
             self.engine.ingest_messages(batch)
-        result = self.engine.tick(now)
-        return result, time.perf_counter() - started
+        self._tick_bytes += size
+        self._tick_messages += len(batch)
+        return len(batch)
 
     def _ticked(self, result: TickResult, seconds: float) -> None:
         self.stats.ticks += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from rtls.decode_result import READ_DTYPE
 from rtls.engine import Engine, EngineParams, TickResult, wall_maps
@@ -217,3 +218,79 @@ def test_an_early_desk_step_leaves_the_documents_to_the_next_step() -> None:
     later = desk.step(T0 + 1.3, eng.tick(T0 + 1.3), None)
     assert set(later.documents) == {"ward", "workers"}
     assert desk.step(T0 + 1.5, eng.tick(T0 + 1.5), None).documents == {}
+
+
+def test_a_tick_in_two_parts_equals_one_tick_and_its_first_part_has_the_babies() -> None:
+    """The service's two-part tick (tick_first, then tick at the same time) locates, tracks and
+    zones every tag exactly as one tick does; the first part holds only the watched tags
+    (infants and mothers) and already has the baby's entry into the exit zone."""
+    one, two = Engine(SITE), Engine(SITE)
+    baby, mother, staff = (SITE.tags.index(SITE.tag(i)) for i in ("B01", "M01", "S01"))
+    assert two.watched[[baby, mother]].all() and not two.watched[staff]
+    e1 = one.zones.column("E1")
+    first_entered: set[tuple[int, int]] = set()
+    for k in range(40):
+        t = T0 + k * 0.5
+        a = min(k / 20, 1.0)  # the baby walks from R101 into the exit zone, then stays
+        walks = {baby: (12.0 - 2.5 * a, 4.0 + 7.0 * a), mother: (12.0, 4.5),
+                 staff: (30.0 + 0.5 * k, 11.0)}  # fmt: skip
+        for tag, xy in walks.items():
+            obs = _obs_at(tag, xy, 0, t, _near(xy, 0, 6))
+            one.ingest_observations(obs)
+            two.ingest_observations(obs)
+        ref = one.tick(t + 0.25)
+        first = two.tick_first(t + 0.25)
+        assert two.watched[first.located].all() and len(first.telemetry) == 0
+        first_entered |= {(int(r["tag"]), int(r["zone"])) for r in first.transitions.entered}
+        got = two.tick(t + 0.25)
+        assert np.array_equal(ref.located, got.located) and got.fix is not None
+        assert ref.fix is not None and np.array_equal(ref.fix.xy, got.fix.xy, equal_nan=True)
+        assert np.array_equal(ref.estimate.xy, got.estimate.xy, equal_nan=True)
+        assert np.array_equal(ref.zone, got.zone)
+        for kind in ("entered", "left"):
+            whole = getattr(ref.transitions, kind)
+            parts = np.concatenate([getattr(first.transitions, kind),
+                                    getattr(got.transitions, kind)])  # fmt: skip
+            assert np.array_equal(np.sort(whole, order=["tag", "zone"]),
+                                  np.sort(parts, order=["tag", "zone"]))  # fmt: skip
+    assert (baby, e1) in first_entered
+    assert SITE.zones[int(got.zone[baby])].id == "E1"
+
+
+def test_the_other_tags_spread_over_passes_are_all_located_and_returned_by_the_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """advance_others locates a share of the badges heard between ticks (at least
+    PART_MIN_TAGS, in turn); the tick returns them with its own, each once; in turn, every
+    tag heard is located within a few passes."""
+    from rtls import engine as engine_module
+    from rtls.errors import ConfigError
+
+    eng = Engine(SITE)
+    others = np.flatnonzero(~eng.watched)
+    assert len(others) > 8
+    heard: set[int] = set()
+    # the example site has a few dozen tags, not thousands
+    monkeypatch.setattr(engine_module, "PART_MIN_TAGS", 1)
+    for k in range(6):
+        t = T0 + k * 0.25
+        for tag in others.tolist():
+            xy = (20.0 + (tag % 5) * 8.0, 11.0)
+            eng.ingest_observations(_obs_at(tag, xy, 0, t, _near(xy, 0, 6)))
+        eng.tick_first(t)
+        n = eng.advance_others(t, 0.5)
+        assert n == int(np.ceil(len(others) / 2))  # half of what was heard
+        eng.ingest_observations(_obs_at(int(others[0]), (20.0, 11.0), 0, t + 0.1,
+                                        _near((20.0, 11.0), 0, 6)))  # fmt: skip
+        eng.tick_first(t + 0.125)
+        res = eng.tick(t + 0.125, 0.5)
+        heard |= set(res.located.tolist())
+        assert res.fix is not None and len(res.fix) == len(res.located)
+        assert np.array_equal(res.located, np.unique(res.located))
+    assert heard == set(others.tolist())
+    assert res.estimate.known[others].all()
+    with pytest.raises(ConfigError, match="share"):
+        eng.advance_others(T0 + 10, 0.0)
+    with pytest.raises(ConfigError, match="watch_s"):
+        EngineParams(tick_s=0.25, watch_s=0.5)
+    assert EngineParams(tick_s=0.2).watch_period_s == pytest.approx(0.1)

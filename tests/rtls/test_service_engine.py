@@ -268,3 +268,86 @@ def test_a_burst_of_alarms_is_announced_in_order_without_pending_call_warnings(
     events.close()
     assert ids == sorted(ids) and len(set(ids)) == len(babies)
     assert not [r for r in caplog.records if "pending publish calls" in r.getMessage()]
+
+
+def _heard_at(tag_id: str, xy: tuple[float, float], seq: int) -> list[tuple[str, bytes]]:
+    """One advertisement of ``tag_id`` (bracelet worn) at ``xy`` on L1, heard by the six
+    nearest gateways with the site's model RSSI: one native batch per gateway."""
+    from rtls.engine import wall_maps
+
+    ga, walls = SITE.gateway_arrays, wall_maps(SITE)
+    assert walls is not None
+    tag = SITE.tag(tag_id)
+    near = np.argsort(np.hypot(*(ga.xyz[:, :2] - np.array(xy)).T) + 1e3 * (ga.floor != 0))[:6]
+    d = np.linalg.norm(ga.xyz[near] - np.array([*xy, SITE.floors[0].elevation + 1.0]), axis=1)
+    rssi = (ga.rssi_at_1m[near] - 10 * ga.path_loss_exponent[near] * np.log10(np.maximum(d, 1))
+            - walls.lookup(np.array([xy]))[0, near])  # fmt: skip
+    adv = Advertisement(kind=TagKind.INFANT, serial=tag.serial, seq=seq,
+                        status=Status.SKIN_CONTACT)  # fmt: skip
+    body = np.frombuffer(encode_body(adv), np.uint8).reshape(1, 20)
+    out = []
+    for g, r in zip(near.tolist(), np.round(rssi).astype(int).tolist(), strict=True):
+        gid = SITE.gateways[g].id
+        recs = make_records(np.array([0]), np.array([list(tag_address(tag.serial))], np.uint8),
+                            np.array([r]), 37, body)  # fmt: skip
+        out.append((obs_topic(gid), encode_batch(gid, seq, time.time(), recs)))
+    return out
+
+
+def test_a_babys_zone_breach_is_raised_between_ticks(
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Two-part ticks: with a 5 s tick and the watched tags located every 0.25 s, a baby
+    heard in exit zone E1 (its dwell 0) raises the exit alarm before the first tick, from a
+    pass of the watched tags; the badges and the tick are not waited for."""
+    import tomllib
+
+    from rtls.desk import Desk, DeskOutput
+    from rtls.engine import EngineParams
+    from rtls.service.alarms import AlarmShell
+    from rtls.service.store import AlarmStore
+    from rtls.site import EXAMPLE_SITE, Site
+
+    data = tomllib.loads(EXAMPLE_SITE.read_text(encoding="utf-8"))
+    next(z for z in data["zones"] if z["id"] == "E1")["rules"]["exit_dwell_s"] = 0.0
+    site = Site.from_mapping(data)
+    seen: list[tuple[str, str, int, int]] = []
+    box: list[EngineService] = []
+
+    async def main() -> None:
+        async with await AlarmStore.open(tmp_path / "alarms.db") as store:
+            shell = AlarmShell(Desk(site), store, clock=time.time)
+            await shell.command(None, "admit", {"baby": "B01"}, "test")
+            engine = Engine(site, EngineParams(tick_s=5.0, watch_s=0.25))
+            service = EngineService(engine, fresh_mosquitto.host, fresh_mosquitto.port,
+                                    client_id="eng-breach", alarms=shell)  # fmt: skip
+
+            def observe(out: DeskOutput) -> None:
+                for tr in out.transitions:
+                    seen.append((tr.alarm.type.value, tr.alarm.subject, service.stats.ticks,
+                                 service.stats.first_steps))  # fmt: skip
+
+            shell.observers.append(observe)
+            box.append(service)
+            await service.run()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: bool(box) and box[0].connected.is_set(), timeout=10)
+        service = box[0]
+        for seq in range(1, 5):  # 2 s of advertisements from inside E1
+            for topic, payload in _heard_at("B01", (9.5, 11.0), seq):
+                publish.single(topic, payload, qos=1, hostname=fresh_mosquitto.host,
+                               port=fresh_mosquitto.port)  # fmt: skip
+            if wait_until(lambda: any(s[:2] == ("exit", "B01") for s in seen), timeout=0.5):
+                break
+        assert wait_until(lambda: any(s[:2] == ("exit", "B01") for s in seen), timeout=2)
+    finally:
+        if box:
+            loop.call_soon_threadsafe(box[0].stop)
+        thread.join(timeout=15)
+    exit_ = next(s for s in seen if s[:2] == ("exit", "B01"))
+    assert exit_[2] == 0, "the breach waited for a tick"
+    assert exit_[3] >= 1 and service.stats.watch_passes >= 1

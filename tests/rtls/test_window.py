@@ -54,6 +54,22 @@ def test_changed_tags_and_forget() -> None:
     w.add(_obs([(1.0, 0, 2, -70.0), (1.0, 1, 3, -71.0)]))
     assert w.take_changed().tolist() == [2, 3]
     assert w.take_changed().tolist() == []
+    w.add(_obs([(1.5, 0, 1, -70.0), (1.5, 1, 3, -71.0)]))
+    assert w.take_changed(np.array([False, False, True, True])).tolist() == [3]
+    assert w.take_changed().tolist() == [1]  # the others' flags stayed
+
+
+def test_a_limited_take_goes_round_the_tags_in_turn() -> None:
+    w = RssiWindow(10, 2)
+    taken: list[int] = []
+    for k in range(5):  # every tag heard before each take, three taken at a time
+        w.add(_obs([(float(k), 0, i, -70.0) for i in range(10)]))
+        got = w.take_changed(limit=3).tolist()
+        assert got == sorted(got) and len(got) == 3
+        taken += got
+    assert taken[:9] == list(range(9)) and taken[9:12] == [0, 1, 9]  # wrapped round, in order
+    assert taken[12:] == [2, 3, 4]
+    assert w.take_changed(limit=100).tolist() == [0, 1, 5, 6, 7, 8, 9]  # the rest, at once
     w.forget(np.array([2]))
     assert np.isnan(w.snapshot(1.0, np.array([2])).rssi).all()
 

@@ -399,6 +399,47 @@ def test_updating_every_tag_in_place_equals_updating_a_subset() -> None:
     assert not most.inside[7].any() and most.unknown_since[7] == T0
 
 
+def test_advancing_some_rows_then_all_equals_advancing_all_at_once() -> None:
+    """``among``: a tick's first part advances its tags only, leaving every other row exactly
+    as it was (runs, unknown state); the second part at the same time then gives what one
+    update would have, for positions and for probabilities."""
+    rng = np.random.default_rng(11)
+    steps = np.cumsum(rng.normal(0.0, 0.6, size=(120, N_TAGS, 2)), axis=0)
+    xy = np.clip(np.array([20.0, 11.0]) + steps, [0.5, 0.5], [71.5, 21.5])
+    floor = np.zeros(N_TAGS, dtype=int)
+    some = np.arange(N_TAGS) % 3 == 0
+    hyst = Hysteresis(dwell_s=0.5)
+    one, two = (ZoneMembership.from_site(SITE, INDEX, hyst) for _ in range(2))
+    crossed = 0
+    for i, pts in enumerate(xy):
+        now = T0 + i * TICK
+        known = rng.random(N_TAGS) > 0.1
+        ref = one.update(now, pts, floor, known)
+        before = (two.inside.copy(), two._since.copy(), two.known.copy(),
+                  two.unknown_since.copy())  # fmt: skip
+        first = two.update(now, pts, floor, known, among=some)
+        for was, now_ in zip(before, (two.inside, two._since, two.known, two.unknown_since),
+                             strict=True):  # fmt: skip
+            assert np.array_equal(was[~some], now_[~some], equal_nan=True)
+        assert set(first.entered["tag"]) | set(first.left["tag"]) <= set(np.flatnonzero(some))
+        second = two.update(now, pts, floor, known)
+        for a, b, c in ((ref.entered, first.entered, second.entered),
+                        (ref.left, first.left, second.left)):  # fmt: skip
+            both = np.sort(np.concatenate([b, c]), order=["tag", "zone"])
+            assert np.array_equal(np.sort(a, order=["tag", "zone"]), both)
+            crossed += len(b)
+        assert np.array_equal(one.inside, two.inside)
+    assert crossed > 10  # the first parts did change membership
+    m = ZoneMembership(INDEX, N_TAGS, hysteresis=Hysteresis(dwell_s=0.0))
+    prob = np.zeros((N_TAGS, len(INDEX)))
+    prob[:, INDEX.column("R101")] = 0.99
+    tr = m.update_probability(T0, prob, np.ones(N_TAGS, bool), enter=0.9, leave=0.6, among=some)
+    assert sorted(set(tr.entered["tag"])) == np.flatnonzero(some).tolist()
+    assert not m.inside[~some].any()
+    with pytest.raises(ZoneError, match="among"):
+        m.update(T0 + 1, xy[0], floor, np.ones(N_TAGS, bool), among=some[:3])
+
+
 def test_transitions_are_sorted_by_time() -> None:
     m = ZoneMembership.from_site(SITE, INDEX)
     tr = Trace(m).step(T0, {5: (12.0, 4.0, 0), 2: (30.0, 11.0, 0)})
