@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import sys
 import time
 from collections import deque
@@ -68,6 +69,11 @@ PENDING_PUBLISH_WARN = 2_000  # aiomqtt warns above this many QoS 1 publishes un
 RECONNECT_MAX_S = 2.0  # broker back-off cap: alarms wait at most this after a broker restart
 MAX_TOPICS = 100_000  # topic -> rate-limit source cache (cleared when full)
 THROTTLE_LOG_S = 30.0  # a throttled source is logged at most this often
+# the engine's MQTT socket without Nagle's algorithm: paho leaves it on, and a publish sent
+# while the last one is unacknowledged at the TCP level waits for the broker's delayed ACK
+# (~40 ms on Linux; RFC 896 with RFC 1122's delayed ACKs): every alarm's announcement, and the
+# desk it holds, would wait for it
+SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 @dataclass
@@ -248,6 +254,7 @@ class EngineService:
             tls_params=tls,
             will=will,
             keepalive=10,
+            socket_options=SOCKET_OPTIONS,
         ) as client:
             # an output's announcements are awaited together (AlarmShell._announce): a burst
             # of alarms is many QoS 1 publishes in flight, not a broker that stopped answering

@@ -199,6 +199,7 @@ def test_mosquitto_conf_refuses_anonymous_and_listens_with_tls() -> None:
     text = mosquitto_conf(BrokerOptions(tls_port=8883), PATHS, "example")
     lines = text.splitlines()
     assert "allow_anonymous false" in lines and "per_listener_settings false" in lines
+    assert "set_tcp_nodelay true" in lines  # no Nagle delay on QoS 1 acknowledgements
     assert "allow_anonymous true" not in text
     assert [ln for ln in lines if ln.startswith("listener")] == ["listener 8883"]
     for line in ("password_file /etc/rtls/passwd", "acl_file /etc/rtls/acl",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -337,6 +338,14 @@ def test_a_babys_zone_breach_is_raised_between_ticks(
     try:
         assert wait_until(lambda: bool(box) and box[0].connected.is_set(), timeout=10)
         service = box[0]
+        # the engine's socket and the broker's send without Nagle's delay (a QoS 1
+        # acknowledgement must not wait ~40 ms for a delayed TCP ACK)
+        client = service.client
+        assert client is not None
+        sock = client._client.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert "set_tcp_nodelay true" in fresh_mosquitto.config_path.read_text().splitlines()
         for seq in range(1, 5):  # 2 s of advertisements from inside E1
             for topic, payload in _heard_at("B01", (9.5, 11.0), seq):
                 publish.single(topic, payload, qos=1, hostname=fresh_mosquitto.host,
