@@ -1,4 +1,4 @@
-"""The alarm store: SQLite (aiosqlite, WAL, ``synchronous=FULL``) behind the pure alarm book.
+"""The alarm store: SQLite (WAL, ``synchronous=FULL``; rtls.service.database) behind the alarm book.
 
 One :meth:`AlarmStore.commit` writes, in ONE transaction, a batch of alarm transitions (and the
 alarms' new rows), the audit records of the operators' acts, ward documents and the book's meta
@@ -23,11 +23,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import aiosqlite
-
 from rtls.alarm import SYSTEM, Alarm, AlarmBook, Transition
 from rtls.audit import AuditError, AuditRecord, VerifyResult, next_record, verify
 from rtls.errors import RtlsError
+from rtls.service.database import Database
 
 _LOG = logging.getLogger(__name__)
 
@@ -199,8 +198,8 @@ def audit_of(tr: Transition) -> dict[str, Any] | None:
 class AlarmStore:
     """The alarms' SQLite file. Open with ``await AlarmStore.open(path)`` (or ``async with``)."""
 
-    def __init__(self, db: aiosqlite.Connection, path: str, key: bytes | None) -> None:
-        self._db: aiosqlite.Connection | None = db
+    def __init__(self, db: Database, path: str, key: bytes | None) -> None:
+        self._db: Database | None = db
         self.path = path
         self._key = key
         self._head: AuditRecord | None = None
@@ -213,7 +212,7 @@ class AlarmStore:
         an HMAC-chained audit trail (a store created with a key must always be opened with it)."""
         p = str(path)
         try:
-            db = await aiosqlite.connect(p, isolation_level=None)
+            db = await Database.connect(p)
         except (sqlite3.Error, OSError) as exc:
             raise _describe("cannot open the alarm store", p, exc) from exc
         store = cls(db, p, audit_key)
@@ -242,7 +241,7 @@ class AlarmStore:
         await self.close()
 
     @property
-    def db(self) -> aiosqlite.Connection:
+    def db(self) -> Database:
         if self._db is None:
             raise StoreError(f"the alarm store {self.path} is closed")
         return self._db
@@ -353,30 +352,34 @@ class AlarmStore:
             records = self._chain(acts, now)
             audit_rows = [(r.seq, r.t, r.actor, r.action, r.subject, _json(dict(r.detail)),
                            r.prev, r.hash) for r in records]  # fmt: skip
-            db = self.db
-            with self._errors("commit failed, nothing of the batch was written"):
-                await db.execute("BEGIN IMMEDIATE")
+
+            def write(conn: sqlite3.Connection) -> None:  # one transaction, one hand-over
+                conn.execute("BEGIN IMMEDIATE")
                 try:
-                    await db.executemany(
-                        "INSERT INTO alarms VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO "
-                        "UPDATE SET key=excluded.key, type=excluded.type, "
+                    conn.executemany(
+                        "INSERT INTO alarms VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) "
+                        "DO UPDATE SET key=excluded.key, type=excluded.type, "
                         "subject=excluded.subject, priority=excluded.priority, "
-                        "state=excluded.state, open=excluded.open, raised_t=excluded.raised_t, "
-                        "updated_t=excluded.updated_t, closed_t=excluded.closed_t, "
-                        "data=excluded.data", alarm_rows)  # fmt: skip
-                    await db.executemany(
+                        "state=excluded.state, open=excluded.open, "
+                        "raised_t=excluded.raised_t, updated_t=excluded.updated_t, "
+                        "closed_t=excluded.closed_t, data=excluded.data", alarm_rows)  # fmt: skip
+                    conn.executemany(
                         "INSERT INTO transitions (alarm_id, t, action, from_state, to_state, "
                         "actor, detail) VALUES (?,?,?,?,?,?,?)", tr_rows)  # fmt: skip
-                    await db.executemany("INSERT INTO audit VALUES (?,?,?,?,?,?,?,?)", audit_rows)
-                    await db.executemany("INSERT OR REPLACE INTO ward_state VALUES (?,?)",
-                                         ward_rows)  # fmt: skip
-                    await db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", meta_rows)
-                    await db.execute("COMMIT")
+                    conn.executemany("INSERT INTO audit VALUES (?,?,?,?,?,?,?,?)", audit_rows)
+                    conn.executemany("INSERT OR REPLACE INTO ward_state VALUES (?,?)",
+                                     ward_rows)  # fmt: skip
+                    conn.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", meta_rows)
+                    conn.execute("COMMIT")
                 except BaseException:
-                    if db.in_transaction:
-                        with contextlib.suppress(sqlite3.Error, ValueError):
-                            await db.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
                     raise
+
+            db = self.db
+            with self._errors("commit failed, nothing of the batch was written"):
+                await db.run(write)
             if records:
                 self._head = records[-1]
         return records
