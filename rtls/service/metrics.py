@@ -42,6 +42,14 @@ class _Collector(Collector):
             errors.add_metric([reason], n)
         yield errors
         yield CounterMetricFamily("rtls_ticks", "Engine ticks", value=service.stats.ticks)
+        passes = CounterMetricFamily("rtls_passes", "Passes of the watched tags between ticks, "
+                                     "and desk steps run on their zone changes and on urgent "
+                                     "input", labels=["kind"])  # fmt: skip
+        st = service.stats
+        for kind, n in (("watch", st.watch_passes), ("watch_desk_step", st.first_steps),
+                        ("urgent", st.early_passes), ("urgent_repeat", st.early_repeats)):
+            passes.add_metric([kind], n)
+        yield passes
         tick = GaugeMetricFamily("rtls_tick_seconds", "Recent tick durations (last 1000)",
                                  labels=["quantile"])  # fmt: skip
         for q in (50, 99):

@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -24,6 +25,7 @@ from rtls.advertisement import Status
 from rtls.service.broker import MosquittoBroker
 from rtls.service.console import ConsoleConfig, load_ssl
 from rtls.service.store import verify_database
+from tests.broker import wait_until
 from tests.console_harness import PASSWORD, ConsoleHarness, WsClient
 
 
@@ -244,6 +246,15 @@ def test_http_page_health_metrics_and_404(console: ConsoleHarness) -> None:
                  "rtls_tick_seconds", "rtls_broker_connected", "rtls_rate_limited_total",
                  "rtls_tag_auth_total"):  # fmt: skip
         assert name in body, name
+
+    def passes(kind: str) -> float:
+        m = re.search(r'^rtls_passes_total\{kind="' + kind + r'"\} (\S+)$', get("metrics")[2], re.M)
+        assert m is not None, kind
+        return float(m.group(1))
+
+    for kind in ("watch_desk_step", "urgent", "urgent_repeat"):
+        assert passes(kind) >= 0
+    assert wait_until(lambda: passes("watch") >= 1, timeout=3)  # the infants between ticks
     assert get("static/../../../etc/passwd")[0] == 404
     assert get("nothing-here")[0] == 404
 
