@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from rtls.engine import Engine
 from rtls.observations import OBS_DTYPE
 from rtls.service.broker import MosquittoBroker
 from rtls.service.engine import HEALTH_TOPIC, POSITIONS_TOPIC, STATUS_TOPIC, EngineService
-from rtls.site import load_site
+from rtls.site import Site, load_site
 from tests.broker import MessageCollector, wait_until
 
 SITE = load_site()
@@ -39,6 +41,47 @@ def _frame(tag_id: str, status: Status, seq: int = 1) -> bytes:
     recs = make_records(np.array([0]), np.array([list(tag_address(tag.serial))], np.uint8),
                         np.array([-60]), 37, body)  # fmt: skip
     return encode_batch("G01", seq, time.time(), recs)
+
+
+@contextlib.contextmanager
+def _desk_service(
+    broker: MosquittoBroker, db: Path, site: Site, engine: Engine, client_id: str, counter: str
+) -> Iterator[tuple[EngineService, list[tuple[str, str, int, int]]]]:
+    """The engine service with an alarm desk (B01 admitted) in a thread of its own, connected;
+    each alarm transition is noted as (type, subject, ticks so far, ``stats.<counter>``)."""
+    from rtls.desk import Desk, DeskOutput
+    from rtls.service.alarms import AlarmShell
+    from rtls.service.store import AlarmStore
+
+    seen: list[tuple[str, str, int, int]] = []
+    box: list[EngineService] = []
+
+    async def main() -> None:
+        async with await AlarmStore.open(db) as store:
+            shell = AlarmShell(Desk(site), store, clock=time.time)
+            await shell.command(None, "admit", {"baby": "B01"}, "test")
+            service = EngineService(engine, broker.host, broker.port, client_id=client_id,
+                                    alarms=shell)  # fmt: skip
+
+            def observe(out: DeskOutput) -> None:
+                for tr in out.transitions:
+                    seen.append((tr.alarm.type.value, tr.alarm.subject, service.stats.ticks,
+                                 getattr(service.stats, counter)))  # fmt: skip
+
+            shell.observers.append(observe)
+            box.append(service)
+            await service.run()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: bool(box) and box[0].connected.is_set(), timeout=10)
+        yield box[0], seen
+    finally:
+        if box:
+            loop.call_soon_threadsafe(box[0].stop)
+        thread.join(timeout=15)
 
 
 def test_simulated_ward_in_positions_out(fresh_mosquitto: MosquittoBroker) -> None:
@@ -90,37 +133,11 @@ def test_a_strap_tamper_reaches_the_desk_before_any_tick(
 ) -> None:
     """The urgent pass: a batch with the TAMPER bit is decoded and given to the alarm desk as it
     arrives; with a 5 s tick, the alarm is committed before the first tick has run."""
-    from rtls.desk import Desk, DeskOutput
     from rtls.engine import EngineParams
-    from rtls.service.alarms import AlarmShell
-    from rtls.service.store import AlarmStore
 
     engine = Engine(SITE, EngineParams(tick_s=5.0))
-    seen: list[tuple[str, str, int, int]] = []
-    box: list[EngineService] = []
-
-    async def main() -> None:
-        async with await AlarmStore.open(tmp_path / "alarms.db") as store:
-            shell = AlarmShell(Desk(SITE), store, clock=time.time)
-            await shell.command(None, "admit", {"baby": "B01"}, "test")
-            service = EngineService(engine, fresh_mosquitto.host, fresh_mosquitto.port,
-                                    client_id="eng-urgent", alarms=shell)  # fmt: skip
-
-            def observe(out: DeskOutput) -> None:
-                for tr in out.transitions:
-                    seen.append((tr.alarm.type.value, tr.alarm.subject, service.stats.ticks,
-                                 service.stats.early_passes))  # fmt: skip
-
-            shell.observers.append(observe)
-            box.append(service)
-            await service.run()
-
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    try:
-        assert wait_until(lambda: bool(box) and box[0].connected.is_set(), timeout=10)
-        service = box[0]
+    with _desk_service(fresh_mosquitto, tmp_path / "alarms.db", SITE, engine, "eng-urgent",
+                       "early_passes") as (service, seen):  # fmt: skip
         assert service.stats.ticks == 0
         publish.single(obs_topic("G01"), _frame("B01", Status.TAMPER), qos=1,
                        hostname=fresh_mosquitto.host, port=fresh_mosquitto.port)  # fmt: skip
@@ -131,10 +148,6 @@ def test_a_strap_tamper_reaches_the_desk_before_any_tick(
         publish.single(obs_topic("G01"), _frame("B01", Status.TAMPER, seq=2), qos=1,
                        hostname=fresh_mosquitto.host, port=fresh_mosquitto.port)  # fmt: skip
         assert wait_until(lambda: service.stats.early_passes > passes, timeout=4)
-    finally:
-        if box:
-            loop.call_soon_threadsafe(box[0].stop)
-        thread.join(timeout=15)
     tamper = next(s for s in seen if s[:2] == ("tamper", "B01"))
     assert tamper[2] == 0, "the tamper alarm waited for a tick"
     assert tamper[3] >= 1
@@ -303,41 +316,15 @@ def test_a_babys_zone_breach_is_raised_between_ticks(
     pass of the watched tags; the badges and the tick are not waited for."""
     import tomllib
 
-    from rtls.desk import Desk, DeskOutput
     from rtls.engine import EngineParams
-    from rtls.service.alarms import AlarmShell
-    from rtls.service.store import AlarmStore
-    from rtls.site import EXAMPLE_SITE, Site
+    from rtls.site import EXAMPLE_SITE
 
     data = tomllib.loads(EXAMPLE_SITE.read_text(encoding="utf-8"))
     next(z for z in data["zones"] if z["id"] == "E1")["rules"]["exit_dwell_s"] = 0.0
     site = Site.from_mapping(data)
-    seen: list[tuple[str, str, int, int]] = []
-    box: list[EngineService] = []
-
-    async def main() -> None:
-        async with await AlarmStore.open(tmp_path / "alarms.db") as store:
-            shell = AlarmShell(Desk(site), store, clock=time.time)
-            await shell.command(None, "admit", {"baby": "B01"}, "test")
-            engine = Engine(site, EngineParams(tick_s=5.0, watch_s=0.25))
-            service = EngineService(engine, fresh_mosquitto.host, fresh_mosquitto.port,
-                                    client_id="eng-breach", alarms=shell)  # fmt: skip
-
-            def observe(out: DeskOutput) -> None:
-                for tr in out.transitions:
-                    seen.append((tr.alarm.type.value, tr.alarm.subject, service.stats.ticks,
-                                 service.stats.first_steps))  # fmt: skip
-
-            shell.observers.append(observe)
-            box.append(service)
-            await service.run()
-
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    try:
-        assert wait_until(lambda: bool(box) and box[0].connected.is_set(), timeout=10)
-        service = box[0]
+    engine = Engine(site, EngineParams(tick_s=5.0, watch_s=0.25))
+    with _desk_service(fresh_mosquitto, tmp_path / "alarms.db", site, engine, "eng-breach",
+                       "first_steps") as (service, seen):  # fmt: skip
         # the engine's socket and the broker's send without Nagle's delay (a QoS 1
         # acknowledgement must not wait ~40 ms for a delayed TCP ACK)
         client = service.client
@@ -353,10 +340,6 @@ def test_a_babys_zone_breach_is_raised_between_ticks(
             if wait_until(lambda: any(s[:2] == ("exit", "B01") for s in seen), timeout=0.5):
                 break
         assert wait_until(lambda: any(s[:2] == ("exit", "B01") for s in seen), timeout=2)
-    finally:
-        if box:
-            loop.call_soon_threadsafe(box[0].stop)
-        thread.join(timeout=15)
     exit_ = next(s for s in seen if s[:2] == ("exit", "B01"))
     assert exit_[2] == 0, "the breach waited for a tick"
     assert exit_[3] >= 1 and service.stats.watch_passes >= 1
