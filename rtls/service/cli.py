@@ -231,7 +231,7 @@ async def run_engine(
     from rtls.desk import Desk
     from rtls.engine import Engine, EngineParams
     from rtls.service.alarms import AlarmShell
-    from rtls.service.engine import EngineService
+    from rtls.service.engine import TICK_NICE, EngineService
     from rtls.service.keys import KeyKeeper, KeyStore, load_keys
     from rtls.service.store import AlarmStore
 
@@ -252,6 +252,7 @@ async def run_engine(
                 if not reply["ok"]:
                     raise RtlsError(f"--admit-all: {name} {cmd_args}: {reply['error']}")
         service = EngineService(engine, host, port, alarms=shell, commands=commands,
+                                tick_nice=TICK_NICE,
                                 username=mqtt.username if mqtt else None,
                                 password=mqtt.password if mqtt else None,
                                 tls_ca_file=mqtt.ca_file if mqtt else None)  # fmt: skip

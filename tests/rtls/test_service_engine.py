@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -45,7 +46,8 @@ def _frame(tag_id: str, status: Status, seq: int = 1) -> bytes:
 
 @contextlib.contextmanager
 def _desk_service(
-    broker: MosquittoBroker, db: Path, site: Site, engine: Engine, client_id: str, counter: str
+    broker: MosquittoBroker, db: Path, site: Site, engine: Engine, client_id: str, counter: str,
+    tick_nice: int = 0,
 ) -> Iterator[tuple[EngineService, list[tuple[str, str, int, int]]]]:
     """The engine service with an alarm desk (B01 admitted) in a thread of its own, connected;
     each alarm transition is noted as (type, subject, ticks so far, ``stats.<counter>``)."""
@@ -61,7 +63,7 @@ def _desk_service(
             shell = AlarmShell(Desk(site), store, clock=time.time)
             await shell.command(None, "admit", {"baby": "B01"}, "test")
             service = EngineService(engine, broker.host, broker.port, client_id=client_id,
-                                    alarms=shell)  # fmt: skip
+                                    alarms=shell, tick_nice=tick_nice)  # fmt: skip
 
             def observe(out: DeskOutput) -> None:
                 for tr in out.transitions:
@@ -324,7 +326,14 @@ def test_a_babys_zone_breach_is_raised_between_ticks(
     site = Site.from_mapping(data)
     engine = Engine(site, EngineParams(tick_s=5.0, watch_s=0.25))
     with _desk_service(fresh_mosquitto, tmp_path / "alarms.db", site, engine, "eng-breach",
-                       "first_steps") as (service, seen):  # fmt: skip
+                       "first_steps", tick_nice=5) as (service, seen):  # fmt: skip
+        # the tick thread yields the core to the loop (rtls engine: TICK_NICE)
+        assert wait_until(lambda: any(t.name.startswith("rtls-tick") for t in
+                                      threading.enumerate()), timeout=2)  # fmt: skip
+        tick = next(t for t in threading.enumerate() if t.name.startswith("rtls-tick"))
+        assert tick.native_id is not None
+        base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        assert os.getpriority(os.PRIO_PROCESS, tick.native_id) == min(19, base + 5)
         # the engine's socket and the broker's send without Nagle's delay (a QoS 1
         # acknowledgement must not wait ~40 ms for a delayed TCP ACK)
         client = service.client
