@@ -1,6 +1,8 @@
 """The engine service: MQTT ingest (aiomqtt) around the pure :class:`rtls.engine.Engine`.
 
-One event loop and one worker thread (docs/engine.md, "The service"):
+One event loop and two worker threads that take turns, never at once: the watched tags'
+passes at normal priority, the rest of the tick at ``tick_nice`` (docs/engine.md, "The
+service"):
 
 - the receiver (paho's message callback: no aiomqtt message object) only appends the raw
   message to the queue, and, when :func:`rtls.decode_native.is_urgent` says it carries critical
@@ -9,10 +11,10 @@ One event loop and one worker thread (docs/engine.md, "The service"):
   runs the alarm desk on them at once, with the last tick's positions
   (:meth:`rtls.engine.Engine.early`): a critical event waits neither for the tick nor for one
   that is running;
-- between ticks the worker thread decodes what has arrived, a slice at a time (``PREDECODE_S``),
+- between ticks the workers decode what has arrived, a slice at a time (``PREDECODE_S``),
   and every ``watch_s`` locates the watched tags (infants and mothers,
   :meth:`rtls.engine.Engine.tick_first`): their zone transitions go to the alarm desk at once;
-- the ticker, every ``tick_s``, has the worker thread decode the rest and run the tick in two
+- the ticker, every ``tick_s``, has the workers decode the rest and run the tick in two
   parts (NumPy releases the GIL for most of it; the loop keeps receiving, running urgent
   passes and serving the console meanwhile): the first is the watched tags' as above, and
   while the worker does the rest the loop hands its zone transitions to the alarm desk, so
@@ -71,7 +73,8 @@ SWITCH_INTERVAL_S = 0.001  # `rtls engine`: the GIL passes between the loop and 
 # thread). On the engine's one core the two threads share the CPU whenever the tick is in
 # NumPy without the GIL; the scheduler (CFS weights 1024 : 110) then gives the loop, which
 # receives and runs the urgent passes, ~90 % instead of half. The tick still gets every cycle
-# the loop does not want: at 200,000 obs/s critical p50 20-22 ms -> 8-10 ms (docs/performance.md)
+# the loop does not want: at 200,000 obs/s critical p50 20-22 ms -> 8-10 ms (docs/performance.md).
+# The watched tags' passes run in a thread of their own at normal priority.
 TICK_NICE = 10
 PENDING_PUBLISH_WARN = 2_000  # aiomqtt warns above this many QoS 1 publishes unacknowledged
 RECONNECT_MAX_S = 2.0  # broker back-off cap: alarms wait at most this after a broker restart
@@ -222,10 +225,14 @@ class EngineService:
             sys.setswitchinterval(self.switch_interval_s)
         if self.alarms is not None:
             await self.alarms.link(None, self.clock(), False)  # down until the first connect
+        # the engine is called from one of two threads, never from both at once (each call is
+        # awaited before the next): the watched tags' passes at normal priority, the rest
+        # (decoding ahead, the badges, the tick's end) at ``tick_nice``
         worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtls-tick",
                                     initializer=_lower_priority,
                                     initargs=(self.tick_nice,))  # fmt: skip
-        tasks = {asyncio.create_task(self._tick_loop(worker)),
+        watch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtls-watch")
+        tasks = {asyncio.create_task(self._tick_loop(worker, watch)),
                  asyncio.create_task(self._connect_loop()),
                  asyncio.create_task(self._urgent_loop())}  # fmt: skip
         try:
@@ -237,6 +244,7 @@ class EngineService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             worker.shutdown(wait=True)
+            watch.shutdown(wait=True)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
@@ -404,7 +412,7 @@ class EngineService:
                 self.stats.early_repeats += 1
         return result
 
-    async def _tick_loop(self, worker: ThreadPoolExecutor) -> None:
+    async def _tick_loop(self, worker: ThreadPoolExecutor, watch: ThreadPoolExecutor) -> None:
         """Every ``tick / parts`` seconds a pass: decode, the watched tags (their zone changes
         to the desk at once) and ``1 / parts`` of the other tags heard; every ``parts``-th pass
         ends a tick (door reads, telemetry, every tag's zones; the desk, positions)."""
@@ -425,7 +433,7 @@ class EngineService:
             client = self._client
             try:
                 now = self.clock()
-                first, seconds = await loop.run_in_executor(worker, self.compute_first, now)
+                first, seconds = await loop.run_in_executor(watch, self.compute_first, now)
                 if part:  # a pass between ticks
                     others = loop.run_in_executor(worker, self.compute_others, now, share)
                     await self._first_step(now, first)  # while the worker does the others

@@ -334,6 +334,12 @@ def test_a_babys_zone_breach_is_raised_between_ticks(
         assert tick.native_id is not None
         base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         assert os.getpriority(os.PRIO_PROCESS, tick.native_id) == min(19, base + 5)
+        # the watched tags' passes have a thread of their own, at normal priority
+        assert wait_until(lambda: any(t.name.startswith("rtls-watch") for t in
+                                      threading.enumerate()), timeout=2)  # fmt: skip
+        watch = next(t for t in threading.enumerate() if t.name.startswith("rtls-watch"))
+        assert watch.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, watch.native_id) == base
         # the engine's socket and the broker's send without Nagle's delay (a QoS 1
         # acknowledgement must not wait ~40 ms for a delayed TCP ACK)
         client = service.client
