@@ -329,11 +329,13 @@ class Engine:
                                                  among=among)  # fmt: skip
         else:
             transitions = self.rooms.update_membership(now, self.membership, among)
-        inside = self.membership.inside if rows is None else self.membership.inside[rows]
+        r, z = self.membership.inside_pairs(rows)
         if self.rooms is not None:
-            inside = self.rooms.named(inside, rows)
+            named = self.rooms.named_pairs(r if rows is None else rows[r], z)
+            r, z = r[named], z[named]
+        n = len(self.site.tags) if rows is None else len(rows)
         zone = np.where(self.membership.known if rows is None else self.membership.known[rows],
-                        self.zones.smallest(inside), -1)  # fmt: skip
+                        self.zones.smallest_of(r, z, n), -1)  # fmt: skip
         if rows is not None:
             assert last is not None
             zone, part = last.zone.copy(), zone

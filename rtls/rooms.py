@@ -188,22 +188,32 @@ class RoomFilter:
                 self._floors[f] = _floor_model(
                     rooms, f, anchors, p, walls, sigma_db, outage, tag_height_m, d_min_m
                 )
-        g = anchors.n_gateways
         # each tag's probabilities over its own floor's cells only, (N, max S_f): over every
         # cell of the site this was (N, S), 900 MB at 10,000 tags on a 25-building group
         widest = max((csl.stop - csl.start for csl in rooms.cell_slice), default=0)
         self._local = np.zeros((n_tags, widest))
-        self._zone_matrix = {  # per floor: (Z, S_f), sparse
-            f: csr_matrix(rooms.zones[fm.cells].T.astype(np.float64))
-            for f, fm in self._floors.items()
-        }
+        # zone probabilities over each tag's own floor's zones only, (N, max Z_f): over every
+        # zone of the site this was (N, Z), 113 MB at 10,000 tags on a 25-building group
+        n_zones = rooms.zones.shape[1]
+        floor_cols = {f: np.flatnonzero(rooms.zones[fm.cells].any(axis=0))
+                      for f, fm in self._floors.items()}  # fmt: skip
+        width = max((len(c) for c in floor_cols.values()), default=0)
+        n_floors = len(rooms.cell_slice)
+        self._floor_zones = np.full((n_floors + 1, width), -1, dtype=np.int64)  # [-1]: none
+        self._zone_col = np.zeros(n_zones, dtype=np.intp)  # local column of each zone
+        self._zone_floor = np.full(n_zones, -2, dtype=np.intp)  # its floor (-2: no cells)
+        self._zone_matrix: dict[int, csr_matrix] = {}  # per floor: (Z_f, S_f), sparse
+        for f, cols in floor_cols.items():
+            self._floor_zones[f, : len(cols)] = cols
+            self._zone_col[cols] = np.arange(len(cols))
+            self._zone_floor[cols] = f
+            cells = self._floors[f].cells
+            self._zone_matrix[f] = csr_matrix(rooms.zones[cells][:, cols].T.astype(np.float64))
+        self._zone_prob = np.zeros((n_tags, width))  # prob summed per zone of the tag's floor
         self.floor = np.full(n_tags, -1, dtype=np.intp)
         self.t_prob = np.full(n_tags, -np.inf)
         self.t_evidence = np.full(n_tags, -np.inf)
-        self.link_last = np.full((n_tags, g), -np.inf)  # newest packet of each link
         self._pending: list[Observations] = []
-        n_zones = rooms.zones.shape[1]
-        self._zone_prob = np.zeros((n_tags, n_zones))  # prob summed per zone
         is_exit = np.zeros(n_zones, bool) if exit_zones is None else np.asarray(exit_zones, bool)
         if is_exit.shape != (n_zones,):
             raise ZoneError(f"exit_zones must have shape ({n_zones},), got {is_exit.shape}")
@@ -269,14 +279,14 @@ class RoomFilter:
         self._pending.clear()
         if obs is None or not len(idx):
             return
-        rssi, var, silent = self._packets(obs, idx, window.gateway_last, up)
+        rssi, var, silent = self._packets(obs, idx, window, up)
         self.update(now, idx, rssi, var, silent, floor)
 
     def _packets(
         self,
         obs: Observations,
         idx: IntArray,
-        gateway_last: FloatArray,
+        window: RssiWindow,
         up: BoolArray,
     ) -> tuple[FloatArray, FloatArray, BoolArray]:
         """One reading per tag from the observations since the last tick: per link the mean
@@ -299,12 +309,10 @@ class RoomFilter:
         with np.errstate(invalid="ignore", divide="ignore"):
             rssi = np.where(heard, total / np.maximum(count, 1), np.nan)
             var = self.sigma_db**2 + self.params.fading_db**2 / np.where(heard, count, 0)
-        recent = self.link_last[idx] >= first[:, None] - self.params.settle_s
-        caught_up = gateway_last[None, :] >= first[:, None]
+        # a link not heard in these packets: its newest packet in the window is older
+        recent = window.newest(idx) >= first[:, None] - self.params.settle_s
+        caught_up = window.gateway_last[None, :] >= first[:, None]
         silent = ~heard & ~recent & caught_up & up[None, :]
-        newest = self.link_last[idx]
-        np.maximum.at(newest, (k, gw), t)
-        self.link_last[idx] = newest
         return rssi, var, silent
 
     def update(
@@ -370,7 +378,7 @@ class RoomFilter:
         pts = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         fl = np.asarray(floor, dtype=np.intp).reshape(-1)
         r = np.asarray(radius, dtype=np.float64).reshape(-1)
-        n_zones = self._zone_prob.shape[1]
+        n_zones = self.rooms.zones.shape[1]
         into = np.zeros((len(tg), n_zones), bool) if zones is None else np.asarray(zones, bool)
         if not len(tg) == len(pts) == len(fl) == len(r) == len(into):
             raise ZoneError("place needs tags, xy, floor, radius (and zones) of the same length")
@@ -388,8 +396,9 @@ class RoomFilter:
                 d = np.hypot(*(ps[None, :, :] - pts[k, None, :]).transpose(2, 0, 1))  # (M, C)
                 near = d <= r[k, None]
                 near[np.arange(len(k)), np.argmin(d, axis=1)] = True
-                zone_in = self.rooms.zones[self.rooms.point_cell[psl]]  # (C, Z)
-                exit_pt = (into[k].astype(np.float64) @ zone_in.T.astype(np.float64)) > 0
+                cols = self._floor_zones[f][self._floor_zones[f] >= 0]  # the floor's zones
+                zone_in = self.rooms.zones[self.rooms.point_cell[psl]][:, cols]  # (C, Z_f)
+                exit_pt = (into[k][:, cols].astype(np.float64) @ zone_in.T.astype(np.float64)) > 0
                 use = np.where((near & exit_pt).any(axis=1, keepdims=True), near & exit_pt, near)
                 area = use * self.rooms.point_area[psl]
                 mass = np.asarray(fm.gather @ area.T).T
@@ -431,8 +440,22 @@ class RoomFilter:
 
     def zone_probability(self) -> FloatArray:
         """(N, Z) probability that each tag is in each zone: the sum over the cells inside it
-        (as of each tag's last evidence). Rows of tags on a floor without rooms are 0."""
-        return self._zone_prob
+        (as of each tag's last evidence). Rows of tags on a floor without rooms are 0. Dense,
+        built on each call: for inspection and tests (the engine reads pairs)."""
+        out = np.zeros((len(self._zone_prob), self.rooms.zones.shape[1]))
+        rows = np.flatnonzero(self.floor >= 0)
+        table = self._floor_zones[self.floor[rows]]  # (K, W)
+        r, c = np.nonzero(table >= 0)
+        out[rows[r], table[r, c]] = self._zone_prob[rows[r], c]
+        return out
+
+    def zone_probability_of(self, tags: ArrayLike, zones: ArrayLike) -> FloatArray:
+        """(P,) the probability that each of ``tags`` (P,) is in the paired zone of ``zones``
+        (P,) (0 for a zone of another floor than the tag's)."""
+        tg = np.asarray(tags, dtype=np.intp)
+        zn = np.asarray(zones, dtype=np.intp)
+        here = self._zone_floor[zn] == self.floor[tg]
+        return np.where(here, self._zone_prob[tg, self._zone_col[zn]], 0.0)
 
     def update_membership(
         self, now: float, membership: ZoneMembership, among: BoolArray | None = None
@@ -444,8 +467,17 @@ class RoomFilter:
         :meth:`~rtls.zones.ZoneMembership.update_probability`): a reading held after the next
         one was due, because too few links were heard, does not complete a dwell. ``among``
         (N,) bool: advance only those tags (:meth:`~rtls.zones.ZoneMembership.update`)."""
-        return membership.update_probability(
-            now, self.zone_probability(), self.known(now), enter=self._enter, leave=self._leave,
+        known = self.known(now)
+        rows = np.flatnonzero(known if among is None else known & among)
+        table = self._floor_zones[self.floor[rows]]  # (K, W) the zones of each tag's floor
+        valid = table >= 0
+        col = np.where(valid, table, 0)
+        p = self._zone_prob[rows]
+        toward_in = valid & (p >= self._enter[col])
+        toward_out = ~valid | (p < self._leave[col])
+        r, c = np.nonzero(toward_in | ~toward_out)  # the rest: far, as update_pairs assumes
+        return membership.update_pairs(
+            now, known, rows[r], table[r, c], toward_in[r, c], toward_out[r, c], toward_in[r, c],
             fresh=now - self.t_evidence <= self.reading_s + 1e-9, among=among,
         )  # fmt: skip
 
@@ -455,8 +487,16 @@ class RoomFilter:
         ``exit_enter_probability``, as their membership): a zone being left is not shown during
         its leave dwell, so the answer falls back to the enclosing zone. ``tags`` (K,): the
         rows of ``inside`` (K, Z) are those tags'."""
-        prob = self._zone_prob if tags is None else self._zone_prob[tags]
-        return np.asarray(inside, dtype=bool) & (prob >= self._show)
+        prob = self.zone_probability()
+        return np.asarray(inside, dtype=bool) & (
+            (prob if tags is None else prob[tags]) >= self._show
+        )
+
+    def named_pairs(self, tags: ArrayLike, zones: ArrayLike) -> BoolArray:
+        """(P,) which (tag, zone) pairs of a membership may be named now: as :meth:`named`,
+        for the zones tags are inside (:meth:`rtls.zones.ZoneMembership.inside_pairs`)."""
+        zn = np.asarray(zones, dtype=np.intp)
+        return np.asarray(self.zone_probability_of(tags, zn) >= self._show[zn])
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -502,10 +542,11 @@ class RoomFilter:
         """Refresh the zone probabilities of ``tags`` (all on floor ``f``): one sparse product
         (single-threaded, cheap for the few tags of a tick)."""
         fm = self._floors.get(f)
+        self._zone_prob[tags] = 0.0
         if fm is None:
-            self._zone_prob[tags] = 0.0
             return
-        self._zone_prob[tags] = (self._zone_matrix[f] @ self._cells(tags, fm).T).T
+        z = self._zone_matrix[f].shape[0]
+        self._zone_prob[tags, :z] = (self._zone_matrix[f] @ self._cells(tags, fm).T).T
 
     @staticmethod
     def _predict(fm: _FloorModel, p: FloatArray, dt: FloatArray) -> FloatArray:

@@ -94,9 +94,7 @@ class RssiWindow:
         w2_add = np.add.reduceat(w[order] ** 2, starts)
         newest = np.maximum.reduceat(t[order], starts)
         flat, keep = self._slots_of(touched // self.n_gateways, touched % self.n_gateways, t_ref)
-        flat, s_add, w_add, w2_add, newest = (
-            a[keep] for a in (flat, s_add, w_add, w2_add, newest)
-        )
+        flat, s_add, w_add, w2_add, newest = (a[keep] for a in (flat, s_add, w_add, w2_add, newest))
         s, wt, w2, ref, last = (
             a.reshape(-1) for a in (self._s, self._w, self._w2, self._ref, self._last)
         )
@@ -205,6 +203,15 @@ class RssiWindow:
         weight[rows, gw[rows, cols]] = wgt[rows, cols]
         newest = last.max(axis=1) if self.slots else np.full(len(idx), -np.inf)
         return Snapshot(idx, rssi, weight, newest)
+
+    def newest(self, tags: NDArray[np.intp]) -> NDArray[np.float64]:
+        """(K, G) time of the newest observation of each link of ``tags`` (K,) that the window
+        holds, dense (-inf: none; links beyond the horizon are still held until evicted)."""
+        idx = np.asarray(tags, dtype=np.intp)
+        out = np.full((len(idx), self.n_gateways), -np.inf)
+        rows, cols = np.nonzero(self._gw[idx] >= 0)
+        out[rows, self._gw[idx][rows, cols]] = self._last[idx][rows, cols]
+        return out
 
     def heard(self, now: float, tags: NDArray[np.intp]) -> NDArray[np.intp]:
         """(K, slots) the gateways that heard each of ``tags`` within the horizon (-1: none)."""

@@ -260,3 +260,16 @@ class ZoneIndex:
             return np.full(mask.shape[0], -1, dtype=np.int64)
         best = np.argmin(np.where(mask, self.area[None, :], np.inf), axis=1)
         return np.where(mask.any(axis=1), best, -1).astype(np.int64)
+
+    def smallest_of(self, rows: ArrayLike, zones: ArrayLike, n: int) -> IntArray:
+        """(n,) as :meth:`smallest`, from (row, zone) pairs (P,) instead of an (n, Z) mask:
+        the smallest-area zone paired with each row 0..n-1, -1 if none."""
+        r = np.asarray(rows, dtype=np.intp).reshape(-1)
+        z = np.asarray(zones, dtype=np.intp).reshape(-1)
+        out = np.full(n, -1, dtype=np.int64)
+        if len(r):
+            order = np.lexsort((z, self.area[z], r))  # each row's smallest (then lowest) first
+            r, z = r[order], z[order]
+            head = np.r_[True, r[1:] != r[:-1]]
+            out[r[head]] = z[head]
+        return out

@@ -50,6 +50,7 @@ TRANSITION_DTYPE = np.dtype([("tag", "<i4"), ("zone", "<i4"), ("t", "<f8")])
 ``t`` when the qualifying streak began (the best estimate of the crossing), Unix s."""
 
 _TIME_EPS = 1e-9
+_PAIR_CHUNK = 1 << 20  # elements of the (rows, Z) distances of one block of a position update
 
 
 # -- membership with hysteresis and dwell ------------------------------------------------------
@@ -118,8 +119,14 @@ class ZoneMembership:
     """Zone membership of ``n_tags`` tags in the zones of ``index``; a pure state machine.
 
     ``enter_dwell_s`` / ``leave_dwell_s``: (Z,) seconds, or one number for all zones. Build from
-    a site with :meth:`from_site`. State: ``inside`` (N, Z) bool, ``known`` (N,) bool,
-    ``unknown_since`` (N,) (NaN while known). Read these, never write them.
+    a site with :meth:`from_site`. State: ``known`` (N,) bool, ``unknown_since`` (N,) (NaN while
+    known); which zones each tag is in: :meth:`inside_pairs` (or the dense ``inside`` (N, Z), for
+    inspection and tests). Read these, never write them.
+
+    Memory is (N, slots), not (N, Z): a tag holds a few (zone, inside, streak start) slots, the
+    zones it is inside or has a streak towards entering (docs/zones.md, "Membership at scale";
+    at 10,000 tags and 1,400 zones the dense arrays were 127 MB). A tag that needs more slots
+    than it has widens every tag's (``slots`` grows; nothing is lost).
     """
 
     def __init__(
@@ -130,6 +137,7 @@ class ZoneMembership:
         hysteresis: Hysteresis | None = None,
         enter_dwell_s: ArrayLike | None = None,
         leave_dwell_s: ArrayLike | None = None,
+        slots: int = 8,
     ) -> None:
         self.index = index
         self.hysteresis = h = hysteresis or Hysteresis()
@@ -139,8 +147,10 @@ class ZoneMembership:
         self._half_depth = 0.5 * index.depth  # (Z,) cap on the entry margin
         self._enter_at = self.enter_dwell - _TIME_EPS  # (Z,) run length that enters
         self._leave_at = self.leave_dwell - _TIME_EPS
-        self.inside = np.zeros((n_tags, z), dtype=bool)
-        self._since = np.full((n_tags, z), np.nan)  # start of the streak towards a change
+        shape = (n_tags, max(1, slots))
+        self._zone = np.full(shape, -1, dtype=np.int32)  # zone of each slot (-1: free)
+        self._in = np.zeros(shape, dtype=bool)  # the tag is inside the slot's zone
+        self._since = np.full(shape, np.nan)  # start of the streak towards a change
         self._placed = np.zeros(n_tags, dtype=bool)  # has had a first position or door read
         self.known = np.zeros(n_tags, dtype=bool)
         self.unknown_since = np.full(n_tags, np.nan)
@@ -174,7 +184,29 @@ class ZoneMembership:
 
     @property
     def n_tags(self) -> int:
-        return self.inside.shape[0]
+        return self._zone.shape[0]
+
+    @property
+    def slots(self) -> int:
+        """Slots per tag (grows when a tag needs more)."""
+        return self._zone.shape[1]
+
+    @property
+    def inside(self) -> BoolArray:
+        """(N, Z) bool, dense: built on each call, for inspection and tests (large on a big
+        site: the engine reads :meth:`inside_pairs`)."""
+        out = np.zeros((self.n_tags, len(self.index)), dtype=bool)
+        r, k = np.nonzero(self._in)
+        out[r, self._zone[r, k]] = True
+        return out
+
+    def inside_pairs(self, rows: IntArray | None = None) -> tuple[IntArray, IntArray]:
+        """The zones tags are inside: (P,) row and (P,) zone column, sorted by row; rows index
+        ``rows`` (K,) when given (default: all tags, rows are tag indices)."""
+        held = self._in if rows is None else self._in[rows]
+        r, k = np.nonzero(held)
+        zone = (self._zone if rows is None else self._zone[rows])[r, k]
+        return r.astype(np.int64), zone.astype(np.int64)
 
     def update(
         self,
@@ -206,9 +238,16 @@ class ZoneMembership:
             raise ZoneError(f"floor index {int(fl[ok].max())} out of range")
         these = self._among(among)
         rows = np.flatnonzero(ok & these)
-        d = self.index.signed_distance(pts[rows], fl[rows])  # (M, Z)
         neg_in, m_out = self._margins(rows, uncertainty)
-        return self._advance(now, ok, d <= neg_in, d >= m_out, d < 0, among=these)
+        parts: list[tuple[IntArray, IntArray, BoolArray, BoolArray, BoolArray]] = []
+        step = max(1, _PAIR_CHUNK // max(1, len(self.index)))  # (rows, Z) distances at a time
+        for s in range(0, len(rows), step):
+            r = rows[s : s + step]
+            d = self.index.signed_distance(pts[r], fl[r])  # (m, Z)
+            nin = neg_in if np.ndim(neg_in) < 2 else neg_in[s : s + step]
+            mout = m_out if np.ndim(m_out) < 2 else m_out[s : s + step]
+            parts.append(_pairs(r, d <= nin, d >= mout, d < 0))
+        return self._advance(now, ok, *_joined(parts), among=these)
 
     def update_probability(
         self,
@@ -235,25 +274,69 @@ class ZoneMembership:
         fresh holds an old reading, and time without evidence is not evidence: such a row
         neither starts, ends nor completes a run. A run thus completes only at a fresh row,
         once it has lasted the dwell, with the criterion met at every fresh row since it
-        began: a dwell needs its criterion renewed by readings. ``among``: as in :meth:`update`."""
+        began: a dwell needs its criterion renewed by readings. ``among``: as in :meth:`update`.
+        The room filter passes its pairs to :meth:`update_pairs` instead (no (N, Z) array)."""
         lo = np.asarray(leave, dtype=np.float64)
         hi = np.asarray(enter, dtype=np.float64)
-        if not (np.all(lo >= 0.0) and np.all(lo <= hi) and np.all(hi <= 1.0)):
-            raise ZoneError(f"need 0 <= leave <= enter <= 1, got leave={lo}, enter={hi}")
+        check_thresholds(enter=hi, leave=lo)
         prob = np.asarray(probability, dtype=np.float64)
         n = self.n_tags
         kn = np.asarray(known, dtype=bool)
-        new = np.ones(n, dtype=bool) if fresh is None else np.asarray(fresh, dtype=bool)
-        if prob.shape != (n, len(self.index)) or kn.shape != (n,) or new.shape != (n,):
+        if prob.shape != (n, len(self.index)) or kn.shape != (n,):
             raise ZoneError(
                 f"update_probability needs probability (N, Z), known and fresh (N,), N={n}"
             )
         ok = kn & np.isfinite(prob).all(axis=1)
         these = self._among(among)
-        sel = ok & these
-        p = prob[sel]
-        return self._advance(now, ok, p >= hi, p < lo, p >= hi,
-                             None if fresh is None else new[sel], among=these)  # fmt: skip
+        rows = np.flatnonzero(ok & these)
+        p = prob[rows]
+        pairs = _pairs(rows, p >= hi, p < lo, p >= hi)
+        return self._advance(now, ok, *pairs, self._fresh(fresh), among=these)
+
+    def update_pairs(
+        self,
+        now: float,
+        known: ArrayLike,
+        tag: ArrayLike,
+        zone: ArrayLike,
+        toward_in: ArrayLike,
+        toward_out: ArrayLike,
+        start: ArrayLike,
+        *,
+        fresh: ArrayLike | None = None,
+        among: ArrayLike | None = None,
+    ) -> Transitions:
+        """Advance to ``now`` from what each known tag's evidence says of some zones, as
+        (P,) pairs ``tag``, ``zone`` (distinct) with, per pair, whether it counts towards
+        entering (``toward_in``) or leaving (``toward_out``) and, for a tag's first known
+        update, whether it is inside (``start``). A (tag, zone) pair not given counts towards
+        leaving, not entering, and is not a start: give the zones whose evidence says
+        otherwise (a tag's few likely zones; :meth:`rtls.rooms.RoomFilter.update_membership`).
+        ``known`` (N,): the other rows are unknown and frozen; ``fresh`` and ``among`` as in
+        :meth:`update_probability`."""
+        kn = np.asarray(known, dtype=bool)
+        if kn.shape != (self.n_tags,):
+            raise ZoneError(f"known must have shape ({self.n_tags},), got {kn.shape}")
+        tg = np.asarray(tag, dtype=np.int64).reshape(-1)
+        zn = np.asarray(zone, dtype=np.int64).reshape(-1)
+        t_in, t_out, st = (np.asarray(a, dtype=bool).reshape(-1)
+                           for a in (toward_in, toward_out, start))  # fmt: skip
+        if any(f.shape != tg.shape for f in (zn, t_in, t_out, st)):
+            raise ZoneError("update_pairs needs tag, zone and the three flags of one length")
+        if len(tg) and (tg.min() < 0 or tg.max() >= self.n_tags):
+            raise ZoneError(f"pair tag index out of range 0..{self.n_tags - 1}")
+        if len(zn) and (zn.min() < 0 or zn.max() >= len(self.index)):
+            raise ZoneError(f"pair zone index out of range 0..{len(self.index) - 1}")
+        these = self._among(among)
+        return self._advance(now, kn, tg, zn, t_in, t_out, st, self._fresh(fresh), among=these)
+
+    def _fresh(self, fresh: ArrayLike | None) -> BoolArray | None:
+        if fresh is None:
+            return None
+        out = np.asarray(fresh, dtype=bool)
+        if out.shape != (self.n_tags,):
+            raise ZoneError(f"fresh must have shape ({self.n_tags},), got {out.shape}")
+        return out
 
     def _among(self, among: ArrayLike | None) -> BoolArray:
         if among is None:
@@ -267,60 +350,107 @@ class ZoneMembership:
         self,
         now: float,
         ok: BoolArray,
-        toward_in: BoolArray,
-        toward_out: BoolArray,
-        start: BoolArray,
+        c_tag: IntArray,
+        c_zone: IntArray,
+        c_in: BoolArray,
+        c_out: BoolArray,
+        c_start: BoolArray,
         confirm: BoolArray | None = None,
         *,
         among: BoolArray,
     ) -> Transitions:
-        """The state machine shared by both updates: ``ok`` (N,) the known rows, ``among`` (N,)
-        the rows to advance; for the M rows of both, ``toward_in`` / ``toward_out`` (M, Z)
-        whether this update counts towards entering / leaving each zone, ``start`` (M, Z) the
-        membership of a tag's first known update; ``confirm`` (M,) (None: all) the rows that
-        may start, end or complete a run now."""
+        """The state machine shared by the updates, over (tag, zone) pairs: the rows of ``ok``
+        (N,) and ``among`` (N,) advance; the candidate pairs (``c_tag``, ``c_zone``) say
+        whether this update counts towards entering / leaving and the membership of a tag's
+        first known update (the flags); pairs held in the slots but not among the candidates
+        count towards leaving. ``confirm`` (N,) (None: all): the rows that may start, end or
+        complete a run now."""
         if not np.isfinite(now) or now < self.last_now:
             raise ZoneError(f"now={now} is not finite or earlier than the last update")
-        n = self.n_tags
         self._mark_unknown(now, ~ok, among)
         self.last_now = float(now)
-        rows = np.flatnonzero(ok & among)
-        everyone = len(rows) == n  # then work in place on the state arrays (views)
-        inside = self.inside if everyone else self.inside[rows]
-        since = self._since if everyone else self._since[rows]
-        fresh = np.flatnonzero(~self._placed[rows])  # first fix: taken as it is, below
+        live = ok & among
+        rows = np.flatnonzero(live)
+        mine = live[c_tag]
+        c_tag, c_zone = c_tag[mine], c_zone[mine]
+        c_in, c_out, c_start = c_in[mine], c_out[mine], c_start[mine]
+        e_row, e_slot = np.nonzero(self._zone[rows] >= 0)
+        e_tag = rows[e_row]
+        n_zones = max(1, len(self.index))
+        key = np.concatenate(
+            [e_tag * n_zones + self._zone[e_tag, e_slot], c_tag * n_zones + c_zone]
+        )
+        keys, at = np.unique(key, return_inverse=True)
+        tag, zone = keys // n_zones, keys % n_zones
+        held, given = at[: len(e_tag)], at[len(e_tag) :]
+        inside = np.zeros(len(keys), dtype=bool)
+        since = np.full(len(keys), np.nan)
+        inside[held] = self._in[e_tag, e_slot]
+        since[held] = self._since[e_tag, e_slot]
+        toward_in = np.zeros(len(keys), dtype=bool)
+        toward_out = np.ones(len(keys), dtype=bool)
+        start = np.zeros(len(keys), dtype=bool)
+        toward_in[given], toward_out[given], start[given] = c_in, c_out, c_start
 
+        fresh = ~self._placed[tag]  # a tag's first fix: taken as it is, below
         cond = np.where(inside, toward_out, toward_in)  # counts towards a change
         cond[fresh] = False
-        if confirm is not None:  # rows without current evidence keep their runs as they are
-            cond = np.where(confirm[:, None], cond, ~np.isnan(since))
+        ok_now = None if confirm is None else confirm[tag]
+        if ok_now is not None:  # rows without current evidence keep their runs as they are
+            cond = np.where(ok_now, cond, ~np.isnan(since))
         np.copyto(since, now, where=cond & np.isnan(since))
         np.copyto(since, np.nan, where=~cond)
         elapsed = now - since  # NaN where no run is under way
-        fire = np.where(inside, elapsed >= self._leave_at, elapsed >= self._enter_at)
-        if confirm is not None:
-            fire &= confirm[:, None]
-        r, z = np.nonzero(fire)  # few: work on the pairs only
-        was_in = inside[r, z]
-        t_fire = since[r, z]
-        inside[r, z] = ~was_in
-        since[r, z] = np.nan
-
-        first = start[fresh]
-        inside[fresh] = first
-        fr, fz = np.nonzero(first)
-        if not everyone:
-            self.inside[rows] = inside
-            self._since[rows] = since
+        fire = np.where(inside, elapsed >= self._leave_at[zone], elapsed >= self._enter_at[zone])
+        if ok_now is not None:
+            fire &= ok_now
+        f = np.flatnonzero(fire)  # few
+        was_in = inside[f]
+        t_fire = since[f]
+        inside[f] = ~was_in
+        since[f] = np.nan
+        inside[fresh] = start[fresh]
+        first = np.flatnonzero(fresh & start)
+        self._write(rows, tag, zone, inside, since)
         self._placed[rows] = True
         came = ~was_in
         entered = _transitions(
-            np.concatenate([rows[r[came]], rows[fresh[fr]]]),
-            np.concatenate([z[came], fz]),
-            np.concatenate([t_fire[came], np.full(len(fr), float(now))]),
+            np.concatenate([tag[f[came]], tag[first]]),
+            np.concatenate([zone[f[came]], zone[first]]),
+            np.concatenate([t_fire[came], np.full(len(first), float(now))]),
         )
-        left = _transitions(rows[r[was_in]], z[was_in], t_fire[was_in])
+        left = _transitions(tag[f[was_in]], zone[f[was_in]], t_fire[was_in])
         return Transitions(entered, left, ~self.known)
+
+    def _write(
+        self, rows: IntArray, tag: IntArray, zone: IntArray, inside: BoolArray, since: FloatArray
+    ) -> None:
+        """Replace the slots of ``rows`` by the pairs (sorted by tag) that are inside or have a
+        run under way; widen every tag's slots if one needs more."""
+        self._zone[rows] = -1
+        self._in[rows] = False
+        self._since[rows] = np.nan
+        keep = inside | ~np.isnan(since)
+        tag, zone, inside, since = tag[keep], zone[keep], inside[keep], since[keep]
+        if not len(tag):
+            return
+        head = np.flatnonzero(np.r_[True, tag[1:] != tag[:-1]])
+        rank = np.arange(len(tag)) - np.repeat(head, np.diff(np.r_[head, len(tag)]))
+        need = int(rank.max()) + 1
+        if need > self.slots:
+            self._grow(need)
+        self._zone[tag, rank] = zone
+        self._in[tag, rank] = inside
+        self._since[tag, rank] = since
+
+    def _grow(self, need: int) -> None:
+        """Widen every tag's slots to at least ``need`` (doubling)."""
+        width = max(need, 2 * self.slots)
+        extra = width - self.slots
+        n = self.n_tags
+        self._zone = np.hstack([self._zone, np.full((n, extra), -1, dtype=np.int32)])
+        self._in = np.hstack([self._in, np.zeros((n, extra), dtype=bool)])
+        self._since = np.hstack([self._since, np.full((n, extra), np.nan)])
 
     def _margins(
         self, rows: IntArray, uncertainty: ArrayLike | None
@@ -340,20 +470,24 @@ class ZoneMembership:
         return neg_in, (h.margin_out + widen)[:, None]
 
     def _mark_unknown(self, now: float, unknown: BoolArray, among: BoolArray) -> None:
-        """Rows of ``among`` become unknown where ``unknown``, known elsewhere."""
+        """Rows of ``among`` become unknown where ``unknown``, known elsewhere; an unknown tag's
+        streaks end (they restart after the gap)."""
         unknown = unknown & among
         newly = unknown & np.isnan(self.unknown_since)  # NaN exactly while known
         self.unknown_since[newly] = now
         self.unknown_since[among & ~unknown] = np.nan
         self.known = np.where(among, ~unknown, self.known)
-        self._since[unknown] = np.nan  # a streak needs positions: it restarts after the gap
+        gone = np.flatnonzero(unknown)
+        if len(gone):
+            self._since[gone] = np.nan
+            self._zone[gone] = np.where(self._in[gone], self._zone[gone], -1)
 
     def enter_at_door(self, fix: DoorFix) -> Transitions:
         """Apply door reads: each read tag enters the exit zones of its door at once (no dwell,
         no margin), with the read's time; a pending leave of those zones is cancelled. Reads at
         other doors change nothing here. Works whether the tag's RSSI position is known or not."""
         read, zone = np.nonzero(fix.zones)
-        tag = fix.tag[read]
+        tag = fix.tag[read].astype(np.int64)
         t = fix.t[read]
         if len(tag) and (tag.min() < 0 or tag.max() >= self.n_tags):
             raise ZoneError(f"door read tag index out of range 0..{self.n_tags - 1}")
@@ -362,12 +496,58 @@ class ZoneMembership:
         first = np.ones(len(tag), dtype=bool)
         first[1:] = (tag[1:] != tag[:-1]) | (zone[1:] != zone[:-1])
         tag, zone, t = tag[first], zone[first], t[first]
-        new = ~self.inside[tag, zone]
-        self.inside[tag, zone] = True
-        self._since[tag, zone] = np.nan
+        held = (self._zone[tag] == zone[:, None]) & self._in[tag]
+        new = ~held.any(axis=1)
+        rows = np.unique(tag)
+        e_row, e_slot = np.nonzero(self._zone[rows] >= 0)
+        e_tag = rows[e_row]
+        n_zones = max(1, len(self.index))
+        e_key = e_tag * n_zones + self._zone[e_tag, e_slot]
+        d_key = tag * n_zones + zone
+        other = ~np.isin(e_key, d_key)  # held pairs the reads do not touch
+        keys = np.concatenate([e_key[other], d_key])
+        inside = np.concatenate([self._in[e_tag, e_slot][other], np.ones(len(d_key), bool)])
+        since = np.concatenate([self._since[e_tag, e_slot][other], np.full(len(d_key), np.nan)])
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        self._write(rows, keys // n_zones, keys % n_zones, inside[order], since[order])
         self._placed[tag] = True
         empty = np.empty(0, dtype=TRANSITION_DTYPE)
         return Transitions(_transitions(tag[new], zone[new], t[new]), empty, ~self.known)
+
+
+def check_thresholds(*, enter: ArrayLike, leave: ArrayLike) -> None:
+    """Raise ZoneError unless 0 <= leave <= enter <= 1 (element-wise)."""
+    lo, hi = np.asarray(leave, dtype=np.float64), np.asarray(enter, dtype=np.float64)
+    if not (np.all(lo >= 0.0) and np.all(lo <= hi) and np.all(hi <= 1.0)):
+        raise ZoneError(f"need 0 <= leave <= enter <= 1, got leave={lo}, enter={hi}")
+
+
+def _pairs(
+    rows: IntArray, toward_in: BoolArray, toward_out: BoolArray, start: BoolArray
+) -> tuple[IntArray, IntArray, BoolArray, BoolArray, BoolArray]:
+    """Dense flags (M, Z) of ``rows`` (M,) as the pairs whose flags differ from a zone that is
+    far away (not towards entering, towards leaving, not a start)."""
+    toward_out = np.broadcast_to(toward_out, toward_in.shape)
+    r, z = np.nonzero(toward_in | ~toward_out | start)
+    return (
+        rows[r].astype(np.int64),
+        z.astype(np.int64),
+        toward_in[r, z],
+        toward_out[r, z],
+        start[r, z],
+    )
+
+
+def _joined(
+    parts: list[tuple[IntArray, IntArray, BoolArray, BoolArray, BoolArray]],
+) -> tuple[IntArray, IntArray, BoolArray, BoolArray, BoolArray]:
+    if not parts:
+        none = np.zeros(0, dtype=np.int64)
+        no = np.zeros(0, dtype=bool)
+        return none, none, no, no, no
+    t, z, a, b, c = (np.concatenate(x) for x in zip(*parts, strict=True))
+    return t, z, a, b, c
 
 
 # -- door choke-point readers -----------------------------------------------------------------

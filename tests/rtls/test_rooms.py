@@ -455,3 +455,53 @@ def test_one_wild_link_costs_a_robust_room_posterior_less() -> None:
         drop[k] = log_odds[0] - log_odds[1]
     assert drop[None] > 5.0  # the squares: the wild link is strong evidence against room A
     assert drop[2.0] < 0.85 * drop[None]
+
+
+# -- memory at scale -------------------------------------------------------------------------------
+
+
+def test_membership_from_pairs_equals_the_dense_probabilities() -> None:
+    """update_membership hands the membership only the zones of each tag's floor that are not
+    far (pairs); the same readings through the dense (N, Z) probabilities give the same
+    transitions and names, tick by tick."""
+    rng = np.random.default_rng(8)
+    f = _filter()
+    dwell = Hysteresis(dwell_s=0.5)
+    by_pairs, dense = (ZoneMembership(INDEX, len(SITE.tags), hysteresis=dwell) for _ in range(2))
+    spots = [(5.0, 8.0), (15.0, 2.0), (4.0, 2.0), (18.5, 8.0), (10.0, 3.0)]
+    changes = 0
+    for k in range(40):
+        now = 0.25 * k
+        tags = rng.choice(len(SITE.tags), size=4, replace=False)
+        for tag in tags.tolist():
+            xy = spots[rng.integers(len(spots))]
+            _read(f, now, tag, _model_rssi(xy) + rng.normal(0.0, 2.0, len(GATEWAYS)))
+        a = f.update_membership(now, by_pairs)
+        fresh = now - f.t_evidence <= f.reading_s + 1e-9
+        b = dense.update_probability(now, f.zone_probability(), f.known(now), enter=f._enter,
+                                     leave=f._leave, fresh=fresh)  # fmt: skip
+        assert np.array_equal(a.entered, b.entered) and np.array_equal(a.left, b.left)
+        r, z = by_pairs.inside_pairs()
+        named = INDEX.smallest_of(r[f.named_pairs(r, z)], z[f.named_pairs(r, z)], len(SITE.tags))
+        assert np.array_equal(named, INDEX.smallest(f.named(dense.inside)))
+        changes += len(a.entered) + len(a.left)
+    assert changes > 5
+    rows = np.arange(len(SITE.tags)).repeat(len(INDEX))
+    cols = np.tile(np.arange(len(INDEX)), len(SITE.tags))
+    assert np.allclose(f.zone_probability_of(rows, cols), f.zone_probability().reshape(-1))
+
+
+def test_no_state_grows_with_tags_times_zones_or_gateways() -> None:
+    """On a group of buildings the filter's per-tag state is over the tag's own floor: no
+    array is (N, Z) (zone probabilities) or (N, G) (the links' newest packets: the window's)."""
+    from bench.e2e_site import GroupSpec, group_site
+
+    site = group_site(GroupSpec(buildings=3, bulk=300))
+    index = ZoneIndex.from_site(site)
+    f = RoomFilter.for_site(site, index, Anchors.from_site(site))
+    n, z, g = len(site.tags), len(index), len(site.gateways)
+    shapes = [a.shape for a in vars(f).values() if isinstance(a, np.ndarray) and a.ndim == 2]
+    assert (n, f._local.shape[1]) in shapes  # per tag: cells of one floor (the widest)
+    assert not [s for s in shapes if s[0] == n and s[1] in (z, g)], shapes
+    assert f.zone_probability_of([0], [0]).shape == (1,)
+    assert f.zone_probability().shape == (n, z)  # dense on request only

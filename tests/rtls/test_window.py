@@ -158,3 +158,13 @@ def test_a_full_tag_gives_up_its_stalest_link_and_counts_it() -> None:
     w.add(_obs([(3.0, 3, 0, -61.0), (3.0, 4, 0, -62.0), (3.0, 0, 0, -63.0)]))  # 3 new, 2 slots
     assert w.dropped == 1
     assert int((~np.isnan(w.snapshot(3.0).rssi[0])).sum()) == 2
+
+
+def test_newest_packet_of_each_link_is_kept_per_slot() -> None:
+    w = RssiWindow(3, 5, slots=2)
+    w.add(_obs([(1.0, 0, 1, -60.0), (2.0, 0, 1, -61.0), (1.5, 3, 1, -70.0)]))
+    w.add(_obs([(3.0, 4, 1, -65.0), (0.5, 2, 0, -80.0)]))  # tag 1's third link: stalest goes
+    got = w.newest(np.array([1, 0, 2]))
+    want = np.full((3, 5), -np.inf)
+    want[0, 0], want[0, 4], want[1, 2] = 2.0, 3.0, 0.5  # gateway 3 (1.5 s) was evicted
+    assert np.array_equal(got, want)

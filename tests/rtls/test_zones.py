@@ -617,3 +617,63 @@ def test_probability_membership_freezes_unknown_tags_and_checks_its_arguments() 
         m.update_probability(T0 + 10, prob[:, :3], known, enter=0.9, leave=0.6)
     with pytest.raises(ZoneError, match="earlier"):
         m.update_probability(T0, prob, known, enter=0.9, leave=0.6)
+
+
+# -- membership at scale: slots, pairs --------------------------------------------------------
+
+
+def test_pairs_give_the_same_membership_as_dense_probabilities() -> None:
+    """update_pairs with the pairs that are not far gives what update_probability gives with
+    the dense (N, Z) probabilities, step by step (random walks of probability through the
+    thresholds, some tags unknown or not fresh)."""
+    rng = np.random.default_rng(5)
+    z = len(INDEX)
+    dense, pairs = (ZoneMembership(INDEX, N_TAGS, hysteresis=Hysteresis(dwell_s=0.5))
+                    for _ in range(2))  # fmt: skip
+    prob = np.zeros((N_TAGS, z))
+    changes = 0
+    for i in range(60):
+        now = T0 + i * TICK
+        hot = rng.integers(0, z, size=(N_TAGS, 3))  # each tag wanders among a few zones
+        prob = np.clip(prob * 0.8, 0.0, 1.0)
+        prob[np.arange(N_TAGS)[:, None], hot] = rng.uniform(0.0, 1.0, size=(N_TAGS, 3))
+        known = rng.random(N_TAGS) > 0.1
+        fresh = rng.random(N_TAGS) > 0.2
+        a = dense.update_probability(now, prob, known, enter=0.9, leave=0.6, fresh=fresh)
+        r, c = np.nonzero(prob >= 0.6)  # the rest is below both thresholds: far
+        b = pairs.update_pairs(now, known, r, c, prob[r, c] >= 0.9, prob[r, c] < 0.6,
+                               prob[r, c] >= 0.9, fresh=fresh)  # fmt: skip
+        assert np.array_equal(a.entered, b.entered) and np.array_equal(a.left, b.left)
+        assert np.array_equal(dense.inside, pairs.inside)
+        changes += len(a.entered) + len(a.left)
+    assert changes > 10  # the walks did cross the thresholds
+    tag, zone = pairs.inside_pairs()
+    assert np.array_equal(np.c_[tag, zone], np.argwhere(pairs.inside))
+
+
+def test_membership_memory_is_slots_per_tag_and_grows_when_a_tag_needs_more() -> None:
+    """A tag in more nested zones than it has slots widens the slots and loses nothing; no
+    state array is (N, Z)."""
+    m = ZoneMembership(INDEX, N_TAGS, hysteresis=Hysteresis(dwell_s=0.0), slots=1)
+    zones = np.arange(4)
+    tr = m.update_pairs(T0, np.ones(N_TAGS, bool), np.zeros(4, int), zones,
+                        np.ones(4, bool), np.zeros(4, bool), np.ones(4, bool))  # fmt: skip
+    assert sorted(tr.entered["zone"].tolist()) == zones.tolist() and m.slots >= 4
+    assert np.flatnonzero(m.inside[0]).tolist() == zones.tolist()
+    tr = m.update_pairs(T0 + 1, np.ones(N_TAGS, bool), np.zeros(2, int), zones[:2],
+                        np.ones(2, bool), np.zeros(2, bool), np.ones(2, bool))  # fmt: skip
+    assert sorted(tr.left["zone"].tolist()) == [2, 3]  # not given: far, left (dwell 0)
+    assert np.flatnonzero(m.inside[0]).tolist() == [0, 1]
+    for arr in vars(m).values():
+        if isinstance(arr, np.ndarray) and arr.ndim == 2:
+            assert arr.shape == (N_TAGS, m.slots)
+    with pytest.raises(ZoneError, match="zone index"):
+        m.update_pairs(T0 + 2, np.ones(N_TAGS, bool), [0], [len(INDEX)], [True], [False], [True])
+
+
+def test_smallest_of_pairs_equals_smallest_of_the_mask() -> None:
+    rng = np.random.default_rng(2)
+    mask = rng.random((40, len(INDEX))) < 0.05
+    r, z = np.nonzero(mask)
+    assert np.array_equal(INDEX.smallest_of(r, z, 40), INDEX.smallest(mask))
+    assert (INDEX.smallest_of([], [], 3) == -1).all()
