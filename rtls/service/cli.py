@@ -232,9 +232,11 @@ async def run_engine(
     from rtls.engine import Engine, EngineParams
     from rtls.service.alarms import AlarmShell
     from rtls.service.engine import TICK_NICE, EngineService
+    from rtls.service.heap import tune_heap
     from rtls.service.keys import KeyKeeper, KeyStore, load_keys
     from rtls.service.store import AlarmStore
 
+    tune_heap()  # before the worker threads: docs/performance.md, "Memory"
     engine = Engine(site, EngineParams(tick_s=tick_s, watch_s=watch_s))
     async with await AlarmStore.open(db, audit_key=audit_key) as store:
         keys = KeyStore.open(db)  # tag keys (docs/tag-auth.md)
