@@ -362,14 +362,20 @@ class Engine:
         if obs is None:
             self.rooms.evidence(now, tags, floor, self.window)
             return
-        obs = obs[np.argsort(obs["tag"], kind="stable")]
-        keys = obs["tag"]
-        for s in range(0, len(tags), ROOM_CHUNK):
-            chunk = tags[s : s + ROOM_CHUNK]
-            lo = int(np.searchsorted(keys, chunk[0], "left"))
-            hi = int(np.searchsorted(keys, chunk[-1], "right"))
-            self.rooms.add(obs[lo:hi])
-            self.rooms.evidence(now, chunk, floor[s : s + ROOM_CHUNK], self.window)
+        # chunks of the tags sorted by floor: the filter works floor by floor, and a chunk
+        # that spans every floor of a big site is many small products (docs/performance.md)
+        order = np.lexsort((tags, floor))
+        place = np.full(len(self.site.tags), -1, dtype=np.intp)
+        place[tags[order]] = np.arange(len(tags))
+        chunk_of = place[obs["tag"]] // ROOM_CHUNK  # (O,) -1 // ROOM_CHUNK = -1: not located
+        by = np.argsort(chunk_of, kind="stable")
+        obs = obs[by]
+        n_chunks = -(-len(tags) // ROOM_CHUNK)
+        bounds = np.searchsorted(chunk_of[by], np.arange(n_chunks + 1))  # each chunk's packets
+        for c, s in enumerate(range(0, len(tags), ROOM_CHUNK)):
+            sel = order[s : s + ROOM_CHUNK]
+            self.rooms.add(obs[bounds[c] : bounds[c + 1]])
+            self.rooms.evidence(now, tags[sel], floor[sel], self.window)
 
     def early(self, now: float, decoded: Decoded) -> TickResult:
         """An early pass for critical input (strap tamper, SOS, door reads, docs/engine.md): a
@@ -460,12 +466,12 @@ class Engine:
                 floor[new] >= 0, building.floors[np.maximum(floor[new], 0)], -1)  # fmt: skip
             ref[new] = self._grid_start(snap.rssi[new], variances[new], site_floor, gws)
         floor = np.where(prev_known | (floor >= 0), floor, -1)
-        offset = self.walls.lookup(ref)
+        offset = self.walls.lookup(ref, gateways=gws)
         return locator.locate(
             snap.rssi,
             variances=variances,
             gateway_up=up,
-            link_offset_db=offset if gws is None else offset[:, gws],
+            link_offset_db=offset,
             initial_xy=np.where((floor >= 0)[:, None], ref, np.nan),
             initial_floor=floor,
         )
@@ -517,7 +523,7 @@ class Engine:
             )
             model = a.p0[on] - 10.0 * a.n[on] * np.log10(np.maximum(d, self.params.locator.d_min_m))
             assert self.walls is not None
-            self._grids[f] = (cand, model - self.walls.lookup(cand)[:, on])
+            self._grids[f] = (cand, model - self.walls.lookup(cand, gateways=np.flatnonzero(on)))
         return self._grids[f]
 
     def _place(

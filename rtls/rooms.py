@@ -267,20 +267,23 @@ class RoomFilter:
         idx = np.asarray(tags, dtype=np.intp).reshape(-1)
         order = np.argsort(idx, kind="stable")
         idx, floor = idx[order], np.asarray(floor).reshape(-1)[order]
-        up = window.gateways_up(now)
+        # only the gateways of these tags' floors count (update): columns (G_c,) of them
+        columns = np.flatnonzero(np.isin(self.anchors.floor, floor[floor >= 0]))
+        up = window.gateways_up(now)[columns]
         if self.params.evidence == "window":
-            snap = window.snapshot(now, idx)
+            snap = window.snapshot(now, idx, columns)
             var = link_variance(snap.weight, self.sigma_db, self.params.fading_db)
             silent = ~np.isfinite(snap.rssi) & up[None, :]
             new = np.minimum(1.0, (now - self.t_evidence[idx]) / window.tau_s)
-            self.update(now, idx, snap.rssi, var, silent, floor, self.params.temper * new)
+            self._update(now, idx, snap.rssi, var, silent, floor, self.params.temper * new,
+                         columns)  # fmt: skip
             return
         obs = np.concatenate(self._pending) if self._pending else None
         self._pending.clear()
         if obs is None or not len(idx):
             return
-        rssi, var, silent = self._packets(obs, idx, window, up)
-        self.update(now, idx, rssi, var, silent, floor)
+        rssi, var, silent = self._packets(obs, idx, window, up, columns)
+        self._update(now, idx, rssi, var, silent, floor, None, columns)
 
     def _packets(
         self,
@@ -288,17 +291,22 @@ class RoomFilter:
         idx: IntArray,
         window: RssiWindow,
         up: BoolArray,
+        columns: IntArray,
     ) -> tuple[FloatArray, FloatArray, BoolArray]:
-        """One reading per tag from the observations since the last tick: per link the mean
-        RSSI (K, G) of its packets, their variance (K, G) (shadowing plus fading over the
-        packet count) and the silent links (K, G): gateways up that have reported past the
-        tag's first packet (so the packet would be in) and heard neither it nor any packet of
-        the tag within ``settle_s`` before."""
-        g = self.anchors.n_gateways
+        """One reading per tag from the observations since the last tick, over the gateways
+        ``columns`` (G_c,) (``up`` (G_c,) theirs): per link the mean RSSI (K, G_c) of its
+        packets, their variance (K, G_c) (shadowing plus fading over the packet count) and the
+        silent links (K, G_c): gateways up that have reported past the tag's first packet (so
+        the packet would be in) and heard neither it nor any packet of the tag within
+        ``settle_s`` before. Packets of other gateways count for nothing (their floors')."""
+        g = len(columns)
+        col = np.full(self.anchors.n_gateways, -1, dtype=np.intp)
+        col[columns] = np.arange(g)
         k = np.searchsorted(idx, obs["tag"])
         k = np.minimum(k, len(idx) - 1)
-        mine = idx[k] == obs["tag"]
-        k, gw = k[mine], obs["gateway"][mine].astype(np.intp)
+        gw = col[obs["gateway"].astype(np.intp)]
+        mine = (idx[k] == obs["tag"]) & (gw >= 0)
+        k, gw = k[mine], gw[mine]
         t, y = obs["t"][mine].astype(np.float64), obs["rssi"][mine].astype(np.float64)
         link = k * g + gw
         count = np.bincount(link, minlength=len(idx) * g).reshape(len(idx), g)
@@ -310,8 +318,8 @@ class RoomFilter:
             rssi = np.where(heard, total / np.maximum(count, 1), np.nan)
             var = self.sigma_db**2 + self.params.fading_db**2 / np.where(heard, count, 0)
         # a link not heard in these packets: its newest packet in the window is older
-        recent = window.newest(idx) >= first[:, None] - self.params.settle_s
-        caught_up = window.gateway_last[None, :] >= first[:, None]
+        recent = window.newest(idx, columns) >= first[:, None] - self.params.settle_s
+        caught_up = window.gateway_last[columns][None, :] >= first[:, None]
         silent = ~heard & ~recent & caught_up & up[None, :]
         return rssi, var, silent
 
@@ -332,12 +340,28 @@ class RoomFilter:
 
         A tag on a new floor starts from the floor's stationary law. A tag with fewer than
         ``min_gateways`` heard links on its floor gets no evidence this time."""
+        self._update(now, tags, rssi, variances, silent, floor, weight, None)
+
+    def _update(
+        self,
+        now: float,
+        tags: ArrayLike,
+        rssi: ArrayLike,
+        variances: ArrayLike,
+        silent: ArrayLike,
+        floor: ArrayLike,
+        weight: ArrayLike | None,
+        columns: IntArray | None,
+    ) -> None:
+        """:meth:`update` with the readings' columns the gateways ``columns`` (G_c,) (sorted,
+        every gateway of the tags' floors; None: all)."""
         idx = np.asarray(tags, dtype=np.intp).reshape(-1)
         y = np.asarray(rssi, dtype=np.float64)
         var = np.asarray(variances, dtype=np.float64)
         quiet = np.asarray(silent, dtype=bool)
         fl = np.asarray(floor, dtype=np.intp).reshape(-1)
-        g = self.anchors.n_gateways
+        cols = np.arange(self.anchors.n_gateways) if columns is None else columns
+        g = len(cols)
         shape = (len(idx), g)
         wt = np.broadcast_to(
             np.asarray(self.params.temper if weight is None else weight, dtype=np.float64),
@@ -345,7 +369,7 @@ class RoomFilter:
         )
         if y.shape != shape or var.shape != shape or quiet.shape != shape or fl.shape != idx.shape:
             raise ZoneError(f"update needs rssi, variances, silent (K, {g}) and floor (K,)")
-        on_floor = self.anchors.floor[None, :] == fl[:, None]  # (K, G)
+        on_floor = self.anchors.floor[cols][None, :] == fl[:, None]  # (K, G_c)
         n_heard = (np.isfinite(y) & on_floor).sum(axis=1)
         ok = (fl >= 0) & (n_heard >= self.params.min_gateways)
         for f in np.unique(fl[ok]).tolist():
@@ -354,7 +378,7 @@ class RoomFilter:
             if fm is None:  # a floor without rooms: known, in no zone
                 self._reset(idx[k], f, None, now)
             else:
-                gw = fm.gateways
+                gw = np.searchsorted(cols, fm.gateways)  # the floor's columns
                 reading = (y[k][:, gw], var[k][:, gw], quiet[k][:, gw])
                 self._evidence(fm, now, idx[k], f, *reading, wt[k])
             self.t_evidence[idx[k]] = now
@@ -663,7 +687,7 @@ def _floor_model(
     d = np.sqrt(((pts[:, None, :] - g[None, :, :2]) ** 2).sum(axis=2) + (g[:, 2] - z) ** 2)
     model = anchors.p0[gws] - 10.0 * anchors.n[gws] * np.log10(np.maximum(d, d_min_m))
     if walls is not None:
-        model = model - walls.lookup(pts)[:, gws]
+        model = model - walls.lookup(pts, gateways=gws)
     if anchors.sensitivity_dbm is None:  # silence means nothing without a sensitivity
         log_silent = np.zeros_like(model)
     else:  # the locator's censored term with an outage floor (rtls.solver.Censored); one

@@ -139,13 +139,22 @@ class WalkableArea:
         """Which points (K, 2) on ``floor`` (K,) are walkable; False off any raster floor."""
         pts, fl = _points(xy, floor)
         out = np.zeros(pts.shape[0], dtype=bool)
-        for f, r in enumerate(self.floors):
-            sel = np.flatnonzero((fl == f) & np.isfinite(pts).all(axis=1))
-            if r is None or sel.size == 0:
+        for f, sel in self._by_floor(pts, fl):
+            r = self.floors[f]
+            if r is None:
                 continue
             inside = _on_raster(r, pts[sel])
             out[sel] = inside & r.walkable.reshape(-1)[r.cells(pts[sel])]
         return out
+
+    def _by_floor(self, pts: FloatArray, fl: IntArray) -> list[tuple[int, IntArray]]:
+        """(floor, rows) of the finite points on each floor with a raster that holds any: one
+        pass per such floor, not per floor of the site (a group has many)."""
+        ok = np.isfinite(pts).all(axis=1) & (fl >= 0) & (fl < len(self.floors))
+        rows = np.flatnonzero(ok)
+        rows = rows[np.argsort(fl[rows], kind="stable")]
+        heads = np.flatnonzero(np.r_[True, np.diff(fl[rows]) != 0]) if len(rows) else rows
+        return [(int(fl[part[0]]), part) for part in np.split(rows, heads[1:])] if len(rows) else []
 
     def project(self, xy: ArrayLike, floor: ArrayLike) -> FloatArray:
         """The nearest walkable point (K, 2) of each point (K, 2) on ``floor`` (K,).
@@ -157,9 +166,9 @@ class WalkableArea:
         """
         pts, fl = _points(xy, floor)
         out = pts.copy()
-        for f, r in enumerate(self.floors):
-            sel = np.flatnonzero((fl == f) & np.isfinite(pts).all(axis=1))
-            if r is None or sel.size == 0:
+        for f, sel in self._by_floor(pts, fl):
+            r = self.floors[f]
+            if r is None:
                 continue
             p = pts[sel]
             cell = r.cells(p)

@@ -230,25 +230,40 @@ class WallLossMaps:
         return grid.table[:, col].reshape(grid.ny, grid.nx).astype(np.float64)
 
     def lookup(
-        self, tag_xy: ArrayLike, dtype: type[np.floating[Any]] = np.float64
+        self,
+        tag_xy: ArrayLike,
+        dtype: type[np.floating[Any]] = np.float64,
+        gateways: ArrayLike | None = None,
     ) -> NDArray[np.floating[Any]]:
         """Wall loss (A, G) at tag positions (A, 2): the containing cell's value, or bilinear
         between cell centres; positions off the grid take the nearest edge value; a position
-        that is not finite (no estimate) gets no wall loss (0 dB), never an index error."""
+        that is not finite (no estimate) gets no wall loss (0 dB), never an index error.
+        ``gateways`` (G_b,) distinct indices: only those columns, (A, G_b), and only their
+        floors' rasters are read (a building's, on a site of many)."""
         tag_xy = np.asarray(tag_xy, dtype=np.float64).reshape(-1, 2)
-        out = np.zeros((tag_xy.shape[0], self.gateway_xy.shape[0]), dtype)
+        n_gw = self.gateway_xy.shape[0]
+        column = np.arange(n_gw)  # output column of each gateway (-1: not asked for)
+        if gateways is not None:
+            gws = np.asarray(gateways, dtype=np.intp).reshape(-1)
+            column = np.full(n_gw, -1, dtype=np.intp)
+            column[gws] = np.arange(len(gws))
+        out = np.zeros((tag_xy.shape[0], int(column.max(initial=-1)) + 1), dtype)
         finite = np.isfinite(tag_xy).all(axis=1)
         if not finite.all():
-            out[finite] = self.lookup(tag_xy[finite], dtype)
+            out[finite] = self.lookup(tag_xy[finite], dtype, gateways)
             return out
         res = self.resolution_m
         for grid in self.grids.values():  # one pass per floor, vectorised over tags and gateways
+            cols = column[grid.gateways]
+            wanted = cols >= 0
+            if not wanted.any():
+                continue
             u = (tag_xy[:, 0] - grid.origin[0]) / res
             v = (tag_xy[:, 1] - grid.origin[1]) / res
             if not self.bilinear:  # the cell that contains the point (the nearest centre)
                 i = np.clip(u, 0, grid.nx - 1).astype(np.intp)
                 j = np.clip(v, 0, grid.ny - 1).astype(np.intp)
-                out[:, grid.gateways] = grid.table[j * grid.nx + i]
+                out[:, cols[wanted]] = grid.table[j * grid.nx + i][:, wanted]
                 continue
             u = np.clip(u - 0.5, 0.0, grid.nx - 1)  # continuous index between cell centres
             v = np.clip(v - 0.5, 0.0, grid.ny - 1)
@@ -265,7 +280,7 @@ class WallLossMaps:
             top = t[c00 + dj]
             top += fu * (t[c00 + dj + di] - top)
             bottom += fv * (top - bottom)
-            out[:, grid.gateways] = bottom
+            out[:, cols[wanted]] = bottom[:, wanted]
         return out
 
     def exact(self, tag_xy: ArrayLike) -> FloatArray:

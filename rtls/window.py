@@ -204,13 +204,23 @@ class RssiWindow:
         newest = last.max(axis=1) if self.slots else np.full(len(idx), -np.inf)
         return Snapshot(idx, rssi, weight, newest)
 
-    def newest(self, tags: NDArray[np.intp]) -> NDArray[np.float64]:
+    def newest(
+        self, tags: NDArray[np.intp], gateways: NDArray[np.intp] | None = None
+    ) -> NDArray[np.float64]:
         """(K, G) time of the newest observation of each link of ``tags`` (K,) that the window
-        holds, dense (-inf: none; links beyond the horizon are still held until evicted)."""
+        holds, dense (-inf: none; links beyond the horizon are still held until evicted); with
+        ``gateways`` (G_b,) distinct indices, only those columns, (K, G_b)."""
         idx = np.asarray(tags, dtype=np.intp)
-        out = np.full((len(idx), self.n_gateways), -np.inf)
-        rows, cols = np.nonzero(self._gw[idx] >= 0)
-        out[rows, self._gw[idx][rows, cols]] = self._last[idx][rows, cols]
+        gw = self._gw[idx]
+        n_cols = self.n_gateways
+        if gateways is not None:
+            column = np.full(self.n_gateways + 1, -1, dtype=np.intp)  # [-1]: a free slot
+            column[gateways] = np.arange(len(gateways))
+            gw = column[gw]
+            n_cols = len(gateways)
+        out = np.full((len(idx), n_cols), -np.inf)
+        rows, cols = np.nonzero(gw >= 0)
+        out[rows, gw[rows, cols]] = self._last[idx][rows, cols]
         return out
 
     def heard(self, now: float, tags: NDArray[np.intp]) -> NDArray[np.intp]:

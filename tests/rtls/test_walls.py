@@ -21,3 +21,17 @@ def test_lookup_without_a_position_is_no_loss_not_an_error() -> None:
     assert np.all(out[[1, 3]] == 0.0)
     np.testing.assert_array_equal(out[[0, 2]], maps.lookup(xy[[0, 2]]))
     assert out[0].max() > 0.0  # a point behind walls does see some loss
+
+
+def test_lookup_of_some_gateways_is_those_columns_of_the_full_lookup() -> None:
+    """A building's gateways only (any order): the same values, read from their floors'
+    rasters alone; no gateway at all gives no columns."""
+    maps = wall_maps(SITE)
+    assert maps is not None
+    rng = np.random.default_rng(4)
+    xy = np.vstack([rng.uniform([0.0, 0.0], [70.0, 22.0], size=(50, 2)), [[np.nan, 1.0]]])
+    full = maps.lookup(xy)
+    some = rng.permutation(len(SITE.model.gateways))[:7]
+    np.testing.assert_array_equal(maps.lookup(xy, gateways=some), full[:, some])
+    assert maps.lookup(xy, np.float32, gateways=some).dtype == np.float32
+    assert maps.lookup(xy, gateways=[]).shape == (len(xy), 0)

@@ -168,3 +168,5 @@ def test_newest_packet_of_each_link_is_kept_per_slot() -> None:
     want = np.full((3, 5), -np.inf)
     want[0, 0], want[0, 4], want[1, 2] = 2.0, 3.0, 0.5  # gateway 3 (1.5 s) was evicted
     assert np.array_equal(got, want)
+    some = np.array([4, 0])
+    assert np.array_equal(w.newest(np.array([1, 0, 2]), some), want[:, some])
