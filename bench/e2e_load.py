@@ -6,8 +6,12 @@ Traffic model. Every tag of the group site (bench/e2e_site.py) stands at a point
 ward's tags: their home zone's centre). Each advertisement is heard by the up to ``links``
 gateways of the tag's floor whose mean RSSI (the engine's own model: log-distance with the
 site's calibration, minus the walls' losses, ``rtls.engine.wall_maps``) is above the
-sensitivity, with 4 dB of fading per packet. A *round* is one advertisement of every tag; its
-records go into native batches (``rtls.batch``) of at most ``records`` records per gateway.
+sensitivity, with 4 dB of fading per packet. A *round* is one advertisement of every tag, each
+at a random moment of the round; each gateway's records, in the order it heard them, go into
+native batches (``rtls.batch``) of at most ``records`` records, and the batches go out in the
+order of their last records (a batch is sent when full), so one advertisement's records reach
+the broker close together, as from real gateways (a random order of batches spread them over
+the whole round: at 100,000 tags, seconds apart).
 Payloads are built once; publishing only stamps the sequence number and ``t0`` into the header.
 
     python -m bench.e2e_load publish --port P --site-spec JSON [--rate R] [--messages M]
@@ -217,12 +221,35 @@ def build_rounds(spec: GroupSpec, n_rounds: int, max_records: int, seed: int = 1
     rounds = []
     obs = 0
     for k in range(n_rounds):
-        gws, rec = records_for(every, lk, addr, bodies(site, seq=k), rng)
+        # each tag advertises at a random moment of the round; a gateway's records are in the
+        # order it heard them and each batch goes out when its last record is in, so the
+        # records of one advertisement reach the broker close together, as from real gateways
+        moment = rng.random(len(every))
+        order = np.argsort(moment)
+        gws, rec = records_for(every[order], lk, addr, bodies(site, seq=k), rng)
         obs = len(rec)
+        cuts = _batch_cuts(gws, max_records)
+        heard = np.repeat(np.arange(len(every)), (lk.gateway[every[order]] >= 0).sum(axis=1))
+        heard = heard[np.argsort(_gateway_of(lk, every[order]), kind="stable")]
+        out_at = [int(heard[b - 1]) for b in cuts[1:]]  # rank of each batch's last record
         msgs = batches(site, gws, rec, max_records)
-        rng.shuffle(msgs)
-        rounds.append(msgs)
+        rounds.append([msgs[i] for i in np.argsort(out_at, kind="stable").tolist()])
     return Rounds(rounds, obs)
+
+
+def _gateway_of(lk: Links, tags: NDArray[np.intp]) -> NDArray[np.int32]:
+    """The gateway of every record :func:`records_for` makes for ``tags``, in tag order."""
+    g = lk.gateway[tags]
+    return g[g >= 0]
+
+
+def _batch_cuts(gws: NDArray[np.int32], max_records: int) -> list[int]:
+    """Record index of each batch's start, and the end, as :func:`batches` cuts them."""
+    cuts = np.flatnonzero(np.r_[True, gws[1:] != gws[:-1], True])
+    out: list[int] = []
+    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+        out += list(range(a, b, max_records))
+    return [*out, len(gws)]
 
 
 # -- publisher -------------------------------------------------------------------------------
