@@ -210,6 +210,7 @@ class RoomFilter:
             cells = self._floors[f].cells
             self._zone_matrix[f] = csr_matrix(rooms.zones[cells][:, cols].T.astype(np.float64))
         self._zone_prob = np.zeros((n_tags, width))  # prob summed per zone of the tag's floor
+        self._revision = np.zeros(n_tags, dtype=np.int64)  # bumped at each change of _zone_prob
         self.floor = np.full(n_tags, -1, dtype=np.intp)
         self.t_prob = np.full(n_tags, -np.inf)
         self.t_evidence = np.full(n_tags, -np.inf)
@@ -492,7 +493,10 @@ class RoomFilter:
         one was due, because too few links were heard, does not complete a dwell. ``among``
         (N,) bool: advance only those tags (:meth:`~rtls.zones.ZoneMembership.update`)."""
         known = self.known(now)
-        rows = np.flatnonzero(known if among is None else known & among)
+        busy = membership.busy(known, self._revision)  # the others: nothing could change
+        if among is not None:
+            busy &= among
+        rows = np.flatnonzero(known & busy)
         table = self._floor_zones[self.floor[rows]]  # (K, W) the zones of each tag's floor
         valid = table >= 0
         col = np.where(valid, table, 0)
@@ -502,7 +506,8 @@ class RoomFilter:
         r, c = np.nonzero(toward_in | ~toward_out)  # the rest: far, as update_pairs assumes
         return membership.update_pairs(
             now, known, rows[r], table[r, c], toward_in[r, c], toward_out[r, c], toward_in[r, c],
-            fresh=now - self.t_evidence <= self.reading_s + 1e-9, among=among,
+            fresh=now - self.t_evidence <= self.reading_s + 1e-9, among=busy,
+            revision=self._revision,
         )  # fmt: skip
 
     def named(self, inside: ArrayLike, tags: IntArray | None = None) -> BoolArray:
@@ -567,6 +572,7 @@ class RoomFilter:
         (single-threaded, cheap for the few tags of a tick)."""
         fm = self._floors.get(f)
         self._zone_prob[tags] = 0.0
+        self._revision[tags] += 1
         if fm is None:
             return
         z = self._zone_matrix[f].shape[0]

@@ -155,6 +155,7 @@ class ZoneMembership:
         self.known = np.zeros(n_tags, dtype=bool)
         self.unknown_since = np.full(n_tags, np.nan)
         self.last_now = -np.inf
+        self._revision = np.full(n_tags, -1, dtype=np.int64)  # update_pairs' revision, per row
 
     @staticmethod
     def _dwell(value: ArrayLike | None, default: float, z: int, name: str) -> FloatArray:
@@ -305,6 +306,7 @@ class ZoneMembership:
         *,
         fresh: ArrayLike | None = None,
         among: ArrayLike | None = None,
+        revision: ArrayLike | None = None,
     ) -> Transitions:
         """Advance to ``now`` from what each known tag's evidence says of some zones, as
         (P,) pairs ``tag``, ``zone`` (distinct) with, per pair, whether it counts towards
@@ -313,7 +315,8 @@ class ZoneMembership:
         leaving, not entering, and is not a start: give the zones whose evidence says
         otherwise (a tag's few likely zones; :meth:`rtls.rooms.RoomFilter.update_membership`).
         ``known`` (N,): the other rows are unknown and frozen; ``fresh`` and ``among`` as in
-        :meth:`update_probability`."""
+        :meth:`update_probability`. ``revision`` (N,) int: the version of each row's evidence,
+        kept for :meth:`busy`."""
         kn = np.asarray(known, dtype=bool)
         if kn.shape != (self.n_tags,):
             raise ZoneError(f"known must have shape ({self.n_tags},), got {kn.shape}")
@@ -328,7 +331,24 @@ class ZoneMembership:
         if len(zn) and (zn.min() < 0 or zn.max() >= len(self.index)):
             raise ZoneError(f"pair zone index out of range 0..{len(self.index) - 1}")
         these = self._among(among)
+        if revision is not None:
+            rev = np.asarray(revision, dtype=np.int64)
+            if rev.shape != (self.n_tags,):
+                raise ZoneError(f"revision must have shape ({self.n_tags},), got {rev.shape}")
+            self._revision[these] = rev[these]
         return self._advance(now, kn, tg, zn, t_in, t_out, st, self._fresh(fresh), among=these)
+
+    def busy(self, known: ArrayLike, revision: ArrayLike) -> BoolArray:
+        """(N,) the rows an :meth:`update_pairs` with these ``known`` (N,) and evidence
+        ``revision`` (N,) could change: new evidence since the row's last update, a change of
+        known, an unknown row not yet marked so, or a run under way. Leaving the others out
+        (``among``) changes nothing and saves their work: on a large site most tags are idle
+        at any one tick (docs/zones.md, "Membership at scale")."""
+        kn = np.asarray(known, dtype=bool)
+        rev = np.asarray(revision, dtype=np.int64)
+        running = ~np.isnan(self._since).all(axis=1)
+        unmarked = ~kn & np.isnan(self.unknown_since)
+        return np.asarray((rev != self._revision) | (kn != self.known) | unmarked | running)
 
     def _fresh(self, fresh: ArrayLike | None) -> BoolArray | None:
         if fresh is None:

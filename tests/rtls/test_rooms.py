@@ -462,32 +462,37 @@ def test_one_wild_link_costs_a_robust_room_posterior_less() -> None:
 
 def test_membership_from_pairs_equals_the_dense_probabilities() -> None:
     """update_membership hands the membership only the zones of each tag's floor that are not
-    far (pairs); the same readings through the dense (N, Z) probabilities give the same
-    transitions and names, tick by tick."""
+    far (pairs), and only the rows that could change (``busy``); the same readings through the
+    dense (N, Z) probabilities, every row every time, give the same transitions and names,
+    tick by tick, while tags are read now and then, dwell, and go stale."""
     rng = np.random.default_rng(8)
-    f = _filter()
+    n = 12
+    f = RoomFilter(_filter().rooms, ANCHORS, n, walls=WALLS, sigma_db=SIGMA,
+                   exit_zones=INDEX.is_exit, interval_s=2.0)  # fmt: skip
     dwell = Hysteresis(dwell_s=0.5)
-    by_pairs, dense = (ZoneMembership(INDEX, len(SITE.tags), hysteresis=dwell) for _ in range(2))
+    by_pairs, dense = (ZoneMembership(INDEX, n, hysteresis=dwell) for _ in range(2))
     spots = [(5.0, 8.0), (15.0, 2.0), (4.0, 2.0), (18.5, 8.0), (10.0, 3.0)]
-    changes = 0
-    for k in range(40):
+    changes = idle = 0
+    for k in range(72):  # 18 s: the first half's tags go stale (stale_s 10 s), unknown
         now = 0.25 * k
-        tags = rng.choice(len(SITE.tags), size=4, replace=False)
-        for tag in tags.tolist():
+        for tag in (rng.choice(n // 2, size=2, replace=False) + (k >= 24) * (n // 2)).tolist():
             xy = spots[rng.integers(len(spots))]
             _read(f, now, tag, _model_rssi(xy) + rng.normal(0.0, 2.0, len(GATEWAYS)))
+        idle += int((~by_pairs.busy(f.known(now), f._revision)).sum())
         a = f.update_membership(now, by_pairs)
         fresh = now - f.t_evidence <= f.reading_s + 1e-9
         b = dense.update_probability(now, f.zone_probability(), f.known(now), enter=f._enter,
                                      leave=f._leave, fresh=fresh)  # fmt: skip
         assert np.array_equal(a.entered, b.entered) and np.array_equal(a.left, b.left)
+        assert np.array_equal(by_pairs.known, dense.known)
         r, z = by_pairs.inside_pairs()
-        named = INDEX.smallest_of(r[f.named_pairs(r, z)], z[f.named_pairs(r, z)], len(SITE.tags))
+        named = INDEX.smallest_of(r[f.named_pairs(r, z)], z[f.named_pairs(r, z)], n)
         assert np.array_equal(named, INDEX.smallest(f.named(dense.inside)))
         changes += len(a.entered) + len(a.left)
-    assert changes > 5
-    rows = np.arange(len(SITE.tags)).repeat(len(INDEX))
-    cols = np.tile(np.arange(len(INDEX)), len(SITE.tags))
+    assert changes > 10 and idle > 72 * n // 3  # transitions, and most rows left alone
+    assert not by_pairs.known[: n // 2].any() and by_pairs.known[n // 2 :].all()
+    rows = np.arange(n).repeat(len(INDEX))
+    cols = np.tile(np.arange(len(INDEX)), n)
     assert np.allclose(f.zone_probability_of(rows, cols), f.zone_probability().reshape(-1))
 
 
