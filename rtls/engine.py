@@ -66,6 +66,11 @@ class EngineParams:
     # and between ticks (Engine.tick_first; docs/engine.md "Two-part ticks"); at most tick_s;
     # None: half of tick_s (watch_period_s)
     watch_s: float | None = None
+    # a tag other than the watched ones is located once its first observation since it was
+    # last located arrived at least this long ago, so that one fix takes the reports of every
+    # gateway that heard its advertisement (the collection window of RTLS servers); 0: at
+    # once. The live service's is COLLECT_S (docs/engine.md "Collection window")
+    collect_s: float = 0.0
     window_tau_s: float = 1.5  # fading; the tracker smooths over time (docs/locator.md)
     window_horizon_s: float = 8.0
     locator: LocatorParams = field(default_factory=LocatorParams)
@@ -81,6 +86,8 @@ class EngineParams:
             raise ConfigError(f"tick_s = {self.tick_s} must be in (0, 5] s")
         if self.watch_s is not None and not 0.0 < self.watch_s <= self.tick_s:
             raise ConfigError(f"watch_s = {self.watch_s} must be in (0, tick_s = {self.tick_s}] s")
+        if not 0.0 <= self.collect_s <= 5.0:
+            raise ConfigError(f"collect_s = {self.collect_s} must be in [0, 5] s")
 
     @property
     def watch_period_s(self) -> float:
@@ -155,6 +162,8 @@ class Engine:
         # (N,) the tags of a tick's first part; what it located, for the second (tick_first)
         self.watched = np.array([t.kind in WATCHED_KINDS for t in site.tags], dtype=bool)
         self._others = ~self.watched
+        # (N,) engine time of each tag's first observation since it was last located
+        self._pending_since = np.full(len(site.tags), np.inf)
         self._first: tuple[NDArray[np.intp], Fix | None] | None = None
         self.observations = 0
         self.last_tick = -np.inf
@@ -182,7 +191,7 @@ class Engine:
                 now = _newest(decoded)
             decoded = self.auth.filter(decoded, now)
         if len(decoded.obs):
-            self.ingest_observations(decoded.obs)
+            self.ingest_observations(decoded.obs, now)
         if len(decoded.reads):
             self._reads.append(decoded.reads)
         if len(decoded.telemetry):
@@ -191,8 +200,15 @@ class Engine:
             self._status.extend(decoded.status)
         return decoded
 
-    def ingest_observations(self, obs: Observations) -> None:
-        """Observations (OBS_DTYPE) with valid gateway and tag indices."""
+    def ingest_observations(self, obs: Observations, received: float | None = None) -> None:
+        """Observations (OBS_DTYPE) with valid gateway and tag indices, received at the engine
+        time ``received`` (None: their newest time)."""
+        if len(obs):
+            t_in = float(obs["t"].max()) if received is None else received
+            if not np.isfinite(t_in):
+                t_in = float(obs["t"].max())
+            tags = obs["tag"].astype(np.intp)
+            self._pending_since[tags] = np.minimum(self._pending_since[tags], t_in)
         self.window.add(obs)
         self.observations += len(obs)
         if self.rooms is not None:
@@ -210,9 +226,11 @@ class Engine:
         part: ``located`` and ``fix`` cover every tag located since the last tick (a tag's
         newest fix), ``transitions`` what the first parts did not return. ``share`` < 1: of
         the tags other than the watched ones, only that share is located now (see
-        :meth:`advance_others`); the rest wait for the next call."""
-        tags = self._take(share)
-        fix = self._advance(now, tags, partial=share < 1.0) if len(tags) else None
+        :meth:`advance_others`); the rest wait for the next call. With ``collect_s`` the
+        other tags heard within ``collect_s`` of ``now`` wait too."""
+        tags = self._take(now, share)
+        partial = share < 1.0 or self.params.collect_s > 0.0
+        fix = self._advance(now, tags, partial=partial) if len(tags) else None
         if self._first is not None:
             tags, fix = _join(self._first, (tags, fix))
             self._first = None
@@ -267,7 +285,7 @@ class Engine:
         spreads the badges of a tick over its passes of the watched tags with it, so that each
         pass comes on time however long the whole tick's work (docs/engine.md "Two-part
         ticks"). Returns how many."""
-        tags = self.window.take_changed(self._others, self._share_limit(share))
+        tags = self.window.take_changed(self._ripe(now), self._share_limit(share))
         if len(tags):
             fix = self._advance(now, tags, partial=True)
             self._first = (tags, fix) if self._first is None else _join(self._first, (tags, fix))
@@ -279,14 +297,21 @@ class Engine:
         pending = int(np.count_nonzero(self.window.changed & self._others))
         return max(PART_MIN_TAGS, int(np.ceil(share * pending)))
 
-    def _take(self, share: float) -> NDArray[np.intp]:
+    def _take(self, now: float, share: float) -> NDArray[np.intp]:
         """The tags a tick locates: every one heard, or with ``share`` < 1 the watched ones and
-        that share of the others."""
+        that share of the others (with ``collect_s``: of those whose collection is over)."""
         limit = self._share_limit(share)
-        if share == 1.0:
+        if share == 1.0 and self.params.collect_s == 0.0:
             return self.window.take_changed()
         watched = self.window.take_changed(self.watched)
-        return np.union1d(watched, self.window.take_changed(self._others, limit))
+        return np.union1d(watched, self.window.take_changed(self._ripe(now), limit))
+
+    def _ripe(self, now: float) -> NDArray[np.bool_]:
+        """(N,) the other tags that may be located at ``now``: their collection window is over
+        (``collect_s`` since their first observation since they were last located)."""
+        if self.params.collect_s == 0.0:
+            return self._others
+        return self._others & (now - self._pending_since >= self.params.collect_s - 1e-9)
 
     def _advance(
         self, now: float, tags: NDArray[np.intp], *, partial: bool, watched: bool = False
@@ -294,6 +319,7 @@ class Engine:
         """Locate ``tags`` (sorted), fold the fixes into their tracks and room filter
         (``partial``: other tags' packets stay for a later call; ``watched``: ``tags`` are all
         the watched tags heard, and no others)."""
+        self._pending_since[tags] = np.inf
         fix = self._locate(now, tags)
         self.tracker.update(now, fix, tags)
         if self.rooms is not None:

@@ -56,7 +56,7 @@ def cmd_locate(args: argparse.Namespace) -> int:
     from rtls.offline import locate_file
 
     site = load_site(args.site)
-    params = EngineParams(tick_s=args.tick)
+    params = EngineParams(tick_s=args.tick, collect_s=args.collect)
     if args.output == "-":
         stats = locate_file(site, Path(args.input), sys.stdout, params)
     else:
@@ -168,7 +168,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run_engine(site, host, int(port), tick_s=args.tick, watch_s=args.watch,
-                               db=Path(args.db),
+                               collect_s=args.collect, db=Path(args.db),
                                audit_key=key, commands=args.commands,
                                admit_all=args.admit_all, console=console,
                                mqtt=mqtt, ready=on_ready))  # fmt: skip
@@ -214,7 +214,8 @@ def _read_key(path: str) -> bytes:
 
 async def run_engine(
     site: Site, host: str, port: int, *, tick_s: float = 0.25, watch_s: float | None = None,
-    db: Path, audit_key: bytes | None = None, commands: bool = False, admit_all: bool = False,
+    collect_s: float | None = None, db: Path, audit_key: bytes | None = None,
+    commands: bool = False, admit_all: bool = False,
     ready: Callable[[EngineService], None] | None = None,
     console: ConsoleConfig | None = None,
     console_ready: Callable[[ConsoleServer], Awaitable[None] | None] | None = None,
@@ -224,20 +225,22 @@ async def run_engine(
     alarms, ward and timers the store kept (after a crash or a restart). ``console``: also
     serve the console (docs/console-api.md), users from the same database (docs/users.md);
     ``console_ready`` is called once it listens. ``mqtt``: the engine's broker account (TLS
-    when it names a CA file; docs/mqtt-security.md)."""
+    when it names a CA file; docs/mqtt-security.md). ``collect_s``: the badges' collection
+    window (None: ``COLLECT_S``; docs/engine.md)."""
     import asyncio
     import time
 
     from rtls.desk import Desk
     from rtls.engine import Engine, EngineParams
     from rtls.service.alarms import AlarmShell
-    from rtls.service.engine import TICK_NICE, EngineService
+    from rtls.service.engine import COLLECT_S, TICK_NICE, EngineService
     from rtls.service.heap import tune_heap
     from rtls.service.keys import KeyKeeper, KeyStore, load_keys
     from rtls.service.store import AlarmStore
 
     tune_heap()  # before the worker threads: docs/performance.md, "Memory"
-    engine = Engine(site, EngineParams(tick_s=tick_s, watch_s=watch_s))
+    collect = COLLECT_S if collect_s is None else collect_s
+    engine = Engine(site, EngineParams(tick_s=tick_s, watch_s=watch_s, collect_s=collect))
     async with await AlarmStore.open(db, audit_key=audit_key) as store:
         keys = KeyStore.open(db)  # tag keys (docs/tag-auth.md)
         keeper = KeyKeeper(engine, keys, at_admission=site.security.provision_at_admission)
@@ -638,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--input", required=True, help="CSV rows t,gateway,tag,rssi")
     loc.add_argument("--output", required=True, help="CSV rows t,tag,x,y,z,floor,zone,uncertainty")
     loc.add_argument("--tick", type=float, default=0.25, help="engine tick in seconds")
+    loc.add_argument("--collect", type=float, default=0.0,
+                     help="badges' collection window in seconds (0: at once, the default "
+                          "here; the live engine's is 0.25; docs/engine.md)")  # fmt: skip
     loc.set_defaults(func=cmd_locate)
     eng = sub.add_parser("engine", help="run the location engine against a broker")
     eng.add_argument("--broker", required=True, help="MQTT broker HOST:PORT")
@@ -646,6 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--watch", type=float, default=None,
                      help="infant and mother tags located every so many seconds, also between "
                           "ticks (default: half the tick; docs/engine.md)")  # fmt: skip
+    eng.add_argument("--collect", type=float, default=None,
+                     help="badges are located this long after their first report, with "
+                          "all gateways' (default 0.25 s; 0: at once; docs/engine.md)")  # fmt: skip
     eng.add_argument("--db", default="rtls-alarms.db", help="the alarm store (SQLite file)")
     eng.add_argument("--audit-key-file", help="the site's secret for an HMAC-chained audit")
     eng.add_argument(

@@ -76,6 +76,9 @@ SWITCH_INTERVAL_S = 0.001  # `rtls engine`: the GIL passes between the loop and 
 # the loop does not want: at 200,000 obs/s critical p50 20-22 ms -> 8-10 ms (docs/performance.md).
 # The watched tags' passes run in a thread of their own at normal priority.
 TICK_NICE = 10
+# the live engine's collection window (EngineParams.collect_s, docs/engine.md "Collection
+# window"): a badge is located once its advertisement's reports are in, a tick after the first
+COLLECT_S = 0.25
 PENDING_PUBLISH_WARN = 2_000  # aiomqtt warns above this many QoS 1 publishes unacknowledged
 RECONNECT_MAX_S = 2.0  # broker back-off cap: alarms wait at most this after a broker restart
 MAX_TOPICS = 100_000  # topic -> rate-limit source cache (cleared when full)

@@ -294,3 +294,32 @@ def test_the_other_tags_spread_over_passes_are_all_located_and_returned_by_the_t
     with pytest.raises(ConfigError, match="watch_s"):
         EngineParams(tick_s=0.25, watch_s=0.5)
     assert EngineParams(tick_s=0.2).watch_period_s == pytest.approx(0.1)
+
+
+def test_a_badge_waits_for_its_collection_window_and_is_located_once() -> None:
+    """With ``collect_s``, an advertisement heard by gateways whose reports arrive over two
+    ticks is located once, with every link, when the window since its first report is over; a
+    watched tag (an infant) is located at every tick all the same; without it the badge is
+    located at each tick that brought a report."""
+    badge = next(i for i, t in enumerate(SITE.tags) if t.kind.value == "staff")
+    infant = next(i for i, t in enumerate(SITE.tags) if t.kind.value == "infant")
+    xy = (21.0, 5.0)
+    gws = _near(xy, 0, 6)
+    runs = {}
+    for collect in (0.0, 0.5):
+        eng = Engine(SITE, EngineParams(collect_s=collect))
+        located: list[list[int]] = []
+        for k, t in enumerate(T0 + 0.25 * np.arange(6)):
+            if k < 2:  # the advertisement's reports: half in each of two ticks
+                half = gws[:3] if k == 0 else gws[3:]
+                eng.ingest_observations(_obs_at(badge, xy, 0, t - 0.1, half), t - 0.1)
+            eng.ingest_observations(_obs_at(infant, (12.0, 4.0), 0, t - 0.1, gws), t - 0.1)
+            res = eng.tick(t)
+            located.append(res.located.tolist())
+        runs[collect] = located
+    assert [badge in ticks for ticks in runs[0.0]] == [True, True, False, False, False, False]
+    # first report at T0 - 0.1: collected until T0 + 0.4, located by the tick at T0 + 0.5
+    assert [badge in ticks for ticks in runs[0.5]] == [False, False, True, False, False, False]
+    assert all(infant in ticks for ticks in runs[0.5])
+    with pytest.raises(Exception, match="collect_s"):
+        EngineParams(collect_s=-1.0)
