@@ -1,9 +1,11 @@
 """The alarm rules of infant protection and supervision: ticks, telemetry and reads -> conditions.
 
-:class:`Rules` is a pure state machine over arrays of all the site's tags (N) and zones (Z); call
-:meth:`Rules.evaluate` once per engine tick with what that tick brought, and
-:meth:`Rules.link` when the service's broker link changes. It returns
-:class:`rtls.alarm.Condition` edges (raised / cleared) for the :class:`rtls.alarm.AlarmBook`.
+:class:`Rules` is a pure state machine over arrays of all the site's tags (N), with zone
+membership kept sparse (:class:`rtls.zone_visits.ZoneVisits`: it scales with the (tag, zone)
+pairs tags are inside, not with tags x zones). Call :meth:`Rules.evaluate` once per engine tick
+with what that tick brought, and :meth:`Rules.link` when the service's broker link changes. It
+returns :class:`rtls.alarm.Condition` edges (raised / cleared) for the
+:class:`rtls.alarm.AlarmBook`.
 Every alarm's detection, parameters, clearing and priority: docs/rules.md.
 
 - Infant rules (exit, tamper, tag_loose, restricted_zone, loiter, mismatch) are about *bonded*
@@ -33,6 +35,7 @@ from rtls.decode_result import SourceStatus
 from rtls.engine import TickResult
 from rtls.site import Site, TagKind, ZoneKind
 from rtls.supervision import HeardLike, Latch, Supervision
+from rtls.zone_visits import ZoneVisits
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -59,11 +62,12 @@ class WardView(Protocol):
 class Rules:
     """Condition rules of one site; a pure state machine (no clock, no I/O).
 
-    State arrays (read them, never write them): ``inside`` (N, Z) zone membership folded from
-    the ticks' transitions, ``last_heard`` (N,) newest advertisement / read of each tag (NaN:
-    never), ``bonded`` (N,), ``mismatch_since`` / ``mismatch_seen`` (N,) first and newest
-    frame of the current streak of the MISMATCH flag (NaN: none), and one :class:`Latch` per
-    tag rule in :attr:`latches`."""
+    State (read it, never write it): ``visits`` (:class:`rtls.zone_visits.ZoneVisits`) zone
+    membership and loiter clocks folded from the ticks' transitions, sparse (:attr:`inside`:
+    the dense (N, Z) matrix, built for inspection only); ``last_heard`` (N,) newest
+    advertisement / read of each tag (NaN: never), ``bonded`` (N,), ``mismatch_since`` /
+    ``mismatch_seen`` (N,) first and newest frame of the current streak of the MISMATCH flag
+    (NaN: none), and one :class:`Latch` per tag rule in :attr:`latches`."""
 
     TAG_RULES = (AlarmType.EXIT, AlarmType.TAMPER, AlarmType.TAG_LOOSE, AlarmType.LOW_BATTERY,
                  AlarmType.RESTRICTED_ZONE, AlarmType.LOITER, AlarmType.TAG_SILENT,
@@ -103,9 +107,8 @@ class Rules:
         ).reshape(r)
         self.floor_ids = tuple(f.id for f in site.floors)
 
-        self.inside = np.zeros((n, z), dtype=bool)
-        self.entered_t = np.full((n, z), np.nan)  # loiter clock: since when in each zone
-        self.left_t = np.full((n, z), np.nan)
+        self.visits = ZoneVisits(n, self.is_exit_zone, self.is_restricted,
+                                 np.isfinite(self.loiter_s), ir.loiter_gap_s)  # fmt: skip
         self.last_heard = np.full(n, np.nan)
         self.ever_heard = np.zeros(n, dtype=bool)
         self.status = np.zeros(n, dtype=np.uint8)
@@ -185,7 +188,7 @@ class Rules:
         out += self._exit(now, ward, armed, entered_exit | exit_read)
         out += self._loiter(now, ward)
 
-        in_restricted = (self.inside & self.is_restricted).any(axis=1)
+        in_restricted = self.visits.n_restricted > 0
         lr = self.latches[AlarmType.RESTRICTED_ZONE]
         out += self._emit(now, AlarmType.RESTRICTED_ZONE, *lr.step(now, in_restricted, hold,
                                                                    bonded))  # fmt: skip
@@ -239,18 +242,17 @@ class Rules:
         events = np.concatenate([tr.entered, tr.left])
         sign = np.r_[np.ones(len(tr.entered), bool), np.zeros(len(tr.left), bool)]
         order = np.argsort(events["t"], kind="stable")
-        for e, came in zip(events[order], sign[order], strict=True):  # a few per tick
-            t, zz, et = int(e["tag"]), int(e["zone"]), float(e["t"])
-            self.inside[t, zz] = came
-            if not came:
-                self.left_t[t, zz] = et
-            elif not et - self.left_t[t, zz] <= self.infant_rules.loiter_gap_s:
-                # back within loiter_gap_s (a moment of unknown position, a flap at the edge):
-                # the loiter clock keeps running
-                self.entered_t[t, zz] = et
-            if came and self.is_exit_zone[zz]:
-                entered_exit[t] = True
+        ev = events[order]
+        self.visits.fold(ev["tag"], ev["zone"], ev["t"], sign[order])
+        entered = tr.entered[self.is_exit_zone[tr.entered["zone"]]]
+        entered_exit[entered["tag"].astype(np.intp)] = True  # even if it left in the tick too
         return entered_exit
+
+    @property
+    def inside(self) -> BoolArray:
+        """(N, Z) bool zone membership, built on each call: for inspection and tests only
+        (large on a big site; the rules keep it sparse in :attr:`visits`)."""
+        return self.visits.dense()
 
     def flags_changed(self, tele: NDArray[np.void]) -> NDArray[np.bool_]:
         """(K,) bool: which frames (TELEMETRY_DTYPE (K,)) carry a status or status2 other
@@ -353,7 +355,7 @@ class Rules:
         le = self.latches[AlarmType.EXIT]
         with np.errstate(invalid="ignore"):  # a read counts for the escort wait
             read = (self.read_t[:, self.reader_exit] >= now - ir.escort_wait_s - _EPS).any(1)
-        at_exit = self.bonded & ((self.inside & self.is_exit_zone).any(axis=1) | hit | read)
+        at_exit = self.bonded & ((self.visits.n_exit > 0) | hit | read)
         raise_now = np.zeros_like(at_exit)
         supp = self._suppressing[AlarmType.EXIT]
         supp &= at_exit
@@ -423,10 +425,12 @@ class Rules:
     def _loiter(self, now: float, ward: WardView) -> list[Condition]:
         """Loiter: in a loiter zone longer than its loiter_s, without the exit raised."""
         ll = self.latches[AlarmType.LOITER]
-        in_zone = self.inside & np.isfinite(self.loiter_s)
+        in_zone = self.visits.n_loiter > 0
+        due = np.zeros_like(in_zone)
+        tag, zone, entered = self.visits.loiter_clocks()  # the few tags in loiter zones
         with np.errstate(invalid="ignore"):
-            since = np.fmax(self.entered_t, self.bond_t[:, None])
-            due = (in_zone & (now - since >= self.loiter_s - _EPS)).any(axis=1)
+            since = np.fmax(entered, self.bond_t[tag])
+            due[tag[now - since >= self.loiter_s[zone] - _EPS]] = True
         start = due & self.bonded & ~ll.active & ~self.latches[AlarmType.EXIT].active
         supp = self._suppressing[AlarmType.LOITER]
         supp &= due
@@ -437,7 +441,7 @@ class Rules:
             else:
                 supp[b] = False
                 raise_now[b] = True
-        raw = np.where(ll.active, in_zone.any(axis=1), raise_now)
+        raw = np.where(ll.active, in_zone, raise_now)
         return self._emit(now, AlarmType.LOITER, *ll.step(now, raw, self.clear_hold_s,
                                                           self.bonded))  # fmt: skip
 
@@ -451,7 +455,9 @@ class Rules:
             return set()
         zb = self.zone[baby]
         near = (zb >= 0) & (self.zone[c] == zb)
-        near |= (self.inside[c] & self.inside[baby] & self.is_exit_zone).any(axis=1)
+        mates = self.visits.exit_mates(baby)  # in the same exit zone
+        if mates:
+            near |= np.isin(c, np.fromiter(mates, dtype=np.intp, count=len(mates)))
         if self.known[baby]:
             d = np.hypot(*(self.xy[c] - self.xy[baby]).T)
             near |= self.known[c] & (self.floor[c] == self.floor[baby]) & (
@@ -521,8 +527,7 @@ class Rules:
             b = int(self.battery[i])
             d["battery_pct"] = None if b == BATTERY_UNKNOWN else b
         if type_ in (AlarmType.EXIT, AlarmType.RESTRICTED_ZONE, AlarmType.LOITER):
-            zs = np.flatnonzero(self.inside[i])
-            d["zones"] = [self.zone_ids[z] for z in zs.tolist()]
+            d["zones"] = [self.zone_ids[z] for z in self.visits.zones_of(i)]
         d.update(self._held_detail.get((type_, i), {}))
         d.update(extra)
         return d

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.e2e_site import GroupSpec, group_site
 from rtls.alarm import Alarm, AlarmState, AlarmType, Location, Priority
 from rtls.conditions import Rules
 from rtls.decode_result import TELEMETRY_DTYPE
@@ -18,6 +19,7 @@ from rtls.engine import Engine, EngineParams, TickResult, wall_maps
 from rtls.observations import OBS_DTYPE
 from rtls.site import load_site
 from rtls.track import TrackEstimate
+from rtls.zone_visits import ZoneVisits
 from rtls.zones import TRANSITION_DTYPE, Transitions
 from tests.rtls.rules_site import MISMATCH, SKIN, T0, TAMPER, Driver, FakeWard, make_site
 
@@ -395,6 +397,61 @@ def test_loiter_by_a_signed_out_baby_with_its_escort_is_suppressed() -> None:
     d.run(40, places={"B1": APPROACH, "S1": (20.0, 8.0, 0)})
     assert d.raised(A.LOITER) == []
     assert d.rules.suppressed["loiter"] == 1
+
+
+def test_loiter_clock_of_nested_zones_survives_a_short_absence_only() -> None:
+    """A tag in WARD and the loiter zone APPROACH inside it steps out of APPROACH (still in
+    WARD): back within loiter_gap_s its clock keeps running, later it restarts."""
+    ward, approach, exit_, util = 0, 1, 2, 3
+    v = ZoneVisits(2, np.array([0, 0, 1, 0], bool), np.array([0, 0, 0, 1], bool),
+                   np.array([0, 1, 1, 0], bool), loiter_gap_s=10.0)  # fmt: skip
+
+    def fold(*events: tuple[int, int, float, bool]) -> None:
+        tag, zone, t, came = (np.array(c) for c in zip(*events, strict=True))
+        v.fold(tag, zone, t.astype(float), came.astype(bool))
+
+    fold((0, ward, 0.0, True), (0, approach, 0.0, True), (1, util, 0.0, True))
+    fold((0, approach, 5.0, False))
+    assert v.zones_of(0) == [ward] and v.n_loiter[0] == 0 and v.n_restricted.tolist() == [0, 1]
+    fold((0, approach, 14.0, True))  # back after 9 s < loiter_gap_s
+    assert [a.tolist() for a in v.loiter_clocks()] == [[0], [approach], [0.0]]
+    fold((0, approach, 20.0, False), (0, exit_, 20.0, True), (1, exit_, 21.0, True))
+    assert v.exit_mates(0) == {1} and v.n_exit.tolist() == [1, 1]
+    fold((0, exit_, 25.0, False), (0, approach, 31.0, True))  # back after 11 s: a new clock
+    assert [a.tolist() for a in v.loiter_clocks()] == [[0, 1], [approach, exit_], [31.0, 21.0]]
+    assert v.zones_of(0) == [ward, approach] and v.exit_mates(1) == set()
+    assert v.dense().tolist() == [[True, True, False, False], [False, False, True, True]]
+
+
+def _arrays(obj: object, seen: set[int]) -> list[np.ndarray]:
+    """Every numpy array reachable from ``obj`` through attributes and containers."""
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        return [obj]
+    if isinstance(obj, dict):
+        return [a for x in obj.values() for a in _arrays(x, seen)]
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [a for x in obj for a in _arrays(x, seen)]
+    if type(obj).__module__.startswith("rtls.") and hasattr(obj, "__dict__"):
+        return [a for x in vars(obj).values() for a in _arrays(x, seen)]
+    return []
+
+
+def test_rules_memory_scales_with_the_pairs_not_tags_times_zones() -> None:
+    site = group_site(GroupSpec(buildings=3, bulk=200))
+    n, z = len(site.tags), len(site.zones)
+    d = Driver(site)
+    d.places = {t.id: (9.5, 11.0, 0) if k % 2 else (20.0, 5.0, 0)  # exit zone E1, or a room
+                for k, t in enumerate(site.tags[:80])}  # fmt: skip
+    d.run(5)
+    rules = d.rules
+    assert np.array_equal(rules.inside, d.membership.inside)  # dense view for inspection
+    assert (rules.visits.n_exit > 0).sum() == 40
+    arrays = _arrays(rules, {id(site)})
+    assert arrays and max(a.size for a in arrays) < n * z / 4
+    assert sum(a.nbytes for a in arrays) < 17 * n * z / 4  # dense: 17 bytes per pair
 
 
 def test_discharged_baby_clears_its_conditions() -> None:
