@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 from scipy.sparse import block_diag, coo_matrix, csr_array
+from scipy.sparse import vstack as sparse_vstack
 from scipy.sparse.csgraph import connected_components
 
 from rtls import geometry
@@ -39,7 +40,8 @@ class RoomMap:
 
     Rooms: ``room_ids`` (M,) the smallest zone holding the room, ``FLOOR:elsewhere`` for a
     room in no zone, with ``#2``, ``#3`` … when several rooms share a name. Cells:
-    ``cell_room`` (S,) their room; ``floor`` (S,); ``zones`` (S, Z) the zones holding the cell;
+    ``cell_room`` (S,) their room; ``floor`` (S,); ``zones`` (S, Z) the zones holding the cell
+    (a sparse bool ``csr_array``: dense it is cells × zones, 16 MB on a 25-building group);
     ``zone`` (S,) the smallest of them (-1: none); ``area`` (S,) m²; ``opening`` (S, S) metres
     of boundary a person can cross between two cells (symmetric, 0 across floors; a sparse
     ``scipy.sparse.csr_array``: dense it would be S² floats, 1 GB for a 25-building group);
@@ -49,7 +51,7 @@ class RoomMap:
     room_ids: tuple[str, ...]
     cell_room: IntArray
     floor: IntArray
-    zones: BoolArray
+    zones: csr_array
     zone: IntArray
     area: FloatArray
     opening: csr_array
@@ -121,13 +123,14 @@ class RoomMap:
             seen[name] = seen.get(name, 0) + 1
             if seen[name] > 1:
                 room_ids[i] = f"{name}#{seen[name]}"
-        zones = np.vstack([p.zones for p in parts])
+        zones = csr_array(sparse_vstack([csr_array(p.zones) for p in parts], format="csr"))
+        smallest = [index.smallest(p.zones).astype(np.intp) for p in parts]
         return cls(
             tuple(room_ids),
             np.concatenate([p.cell_room + room_off[f] for f, p in enumerate(parts)]),
             np.concatenate([np.full(len(p.area), f, np.intp) for f, p in enumerate(parts)]),
             zones,
-            index.smallest(zones).astype(np.intp),
+            np.concatenate(smallest) if smallest else np.zeros(0, np.intp),
             np.concatenate([p.area for p in parts]),
             opening,
             np.vstack([p.points for p in parts]),
