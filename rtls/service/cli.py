@@ -238,7 +238,7 @@ async def run_engine(
     from rtls.service.keys import KeyKeeper, KeyStore, load_keys
     from rtls.service.store import AlarmStore
 
-    tune_heap()  # before the worker threads: docs/performance.md, "Memory"
+    tune_heap()  # before the worker threads (docs/performance.md, rtls/service/heap.py)
     collect = COLLECT_S if collect_s is None else collect_s
     engine = Engine(site, EngineParams(tick_s=tick_s, watch_s=watch_s, collect_s=collect))
     async with await AlarmStore.open(db, audit_key=audit_key) as store:

@@ -7,11 +7,11 @@ freed heap space below a live block stays resident. Each thread also gets an are
 (up to 8 per core) that keeps its freed space. The engine allocates tick-sized arrays (MBs) in
 two worker threads, so its resident memory grew with every burst and stayed there: at 10,000
 tags under 100,000 observations/s, 251 MB against 175-184 MB with the threshold fixed at 4 MiB
-and the arenas capped (docs/performance.md, "Memory"). Setting the threshold explicitly turns
-off the dynamic raising, of the trim threshold too, so that is set to twice the mmap threshold
-as the dynamic rule keeps it. Not lower: at glibc's initial 128 KiB (and its 128 KiB trim) every
-array above it came fresh from the kernel, page faults and all, and a tick cost ~50 % more
-CPU. Linux with glibc only; elsewhere nothing changes.
+and the arenas capped (docs/performance.md, "Memory and work at 1,000 gateways"). Setting the
+threshold explicitly turns off the dynamic raising, of the trim threshold too, so that is set
+to twice the mmap threshold as the dynamic rule keeps it. Not lower: at glibc's initial
+128 KiB (and its 128 KiB trim) every array above it came fresh from the kernel, page faults
+and all, and a tick cost ~50 % more CPU. Linux with glibc only; elsewhere nothing changes.
 """
 
 from __future__ import annotations
