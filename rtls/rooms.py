@@ -279,15 +279,15 @@ class RoomFilter:
             var = link_variance(snap.weight, self.sigma_db, self.params.fading_db)
             silent = ~np.isfinite(snap.rssi) & up[None, :]
             new = np.minimum(1.0, (now - self.t_evidence[idx]) / window.tau_s)
-            self._update(now, idx, snap.rssi, var, silent, floor, self.params.temper * new,
-                         columns)  # fmt: skip
+            self.update(now, idx, snap.rssi, var, silent, floor, self.params.temper * new,
+                        columns=columns)  # fmt: skip
             return
         obs = np.concatenate(self._pending) if self._pending else None
         self._pending.clear()
         if obs is None or not len(idx):
             return
         rssi, var, silent = self._packets(obs, idx, window, up, columns)
-        self._update(now, idx, rssi, var, silent, floor, None, columns)
+        self.update(now, idx, rssi, var, silent, floor, columns=columns)
 
     def _packets(
         self,
@@ -336,29 +336,18 @@ class RoomFilter:
         silent: ArrayLike,
         floor: ArrayLike,
         weight: ArrayLike | None = None,
+        *,
+        columns: IntArray | None = None,
     ) -> None:
         """Fold in one reading of each of ``tags`` (K,) (distinct): ``rssi`` (K, G) dBm, NaN
         where not heard; ``variances`` (K, G) dB² of each heard link; ``silent`` (K, G) bool the
         links whose silence counts (censored); ``floor`` (K,) each tag's floor (-1: no update);
-        ``weight`` (K,) or scalar, the power of each reading's likelihood (default ``temper``).
+        ``weight`` (K,) or scalar, the power of each reading's likelihood (default ``temper``);
+        ``columns`` (G_c,) sorted: the readings' columns are those gateways (every gateway of
+        the tags' floors), (K, G_c), instead of all the site's.
 
         A tag on a new floor starts from the floor's stationary law. A tag with fewer than
         ``min_gateways`` heard links on its floor gets no evidence this time."""
-        self._update(now, tags, rssi, variances, silent, floor, weight, None)
-
-    def _update(
-        self,
-        now: float,
-        tags: ArrayLike,
-        rssi: ArrayLike,
-        variances: ArrayLike,
-        silent: ArrayLike,
-        floor: ArrayLike,
-        weight: ArrayLike | None,
-        columns: IntArray | None,
-    ) -> None:
-        """:meth:`update` with the readings' columns the gateways ``columns`` (G_c,) (sorted,
-        every gateway of the tags' floors; None: all)."""
         idx = np.asarray(tags, dtype=np.intp).reshape(-1)
         y = np.asarray(rssi, dtype=np.float64)
         var = np.asarray(variances, dtype=np.float64)
