@@ -42,6 +42,8 @@ class _Collector(Collector):
             errors.add_metric([reason], n)
         yield errors
         yield CounterMetricFamily("rtls_ticks", "Engine ticks", value=service.stats.ticks)
+        yield CounterMetricFamily("rtls_messages_predecoded", "Messages decoded ahead, while "
+                                  "waiting for a pass", value=service.stats.predecoded)  # fmt: skip
         passes = CounterMetricFamily("rtls_passes", "Passes of the watched tags between ticks, "
                                      "and desk steps run on their zone changes and on urgent "
                                      "input", labels=["kind"])  # fmt: skip

@@ -244,7 +244,7 @@ def test_http_page_health_metrics_and_404(console: ConsoleHarness) -> None:
     assert status == 200 and ctype.startswith("text/plain")
     for name in ("rtls_observations_total", "rtls_ticks_total", "rtls_console_clients",
                  "rtls_tick_seconds", "rtls_broker_connected", "rtls_rate_limited_total",
-                 "rtls_tag_auth_total"):  # fmt: skip
+                 "rtls_tag_auth_total", "rtls_messages_predecoded_total"):  # fmt: skip
         assert name in body, name
 
     def passes(kind: str) -> float:
