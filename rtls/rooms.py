@@ -29,12 +29,14 @@ tags heard at once:
   Evidence "window": the engine's RSSI window (:class:`rtls.window.RssiWindow`), whose
   successive snapshots overlap: each counts ``min(1, dt / τ)`` of its log-likelihood.
 
-:meth:`RoomFilter.zone_probability` sums cells into zone probabilities (N, Z); the engine turns
-them into membership with :meth:`rtls.zones.ZoneMembership.update_probability` (thresholds and
-dwell) and names a zone only while its probability stays high (:meth:`RoomFilter.named`): a
-room when the filter is sure of it, else the enclosing zone (the ward), else none. Pure: every
-call takes ``now``. docs/zones.md. Shapes: ``N`` tags, ``K`` tags updated, ``S`` cells, ``C``
-sample points, ``G`` gateways, ``Z`` zones.
+The filter sums cells into zone probabilities, per tag over the zones of its own floor;
+:meth:`RoomFilter.update_membership` turns them into membership
+(:meth:`rtls.zones.ZoneMembership.update_pairs`: thresholds and dwell, over the pairs a
+threshold is reached) and the engine names a zone only while its probability stays high
+(:meth:`RoomFilter.named_pairs`): a room when the filter is sure of it, else the enclosing zone
+(the ward), else none. :meth:`RoomFilter.zone_probability` and :meth:`RoomFilter.named` are the
+dense (N, Z) views, for tests. Pure: every call takes ``now``. docs/zones.md. Shapes: ``N``
+tags, ``K`` tags updated, ``S`` cells, ``C`` sample points, ``G`` gateways, ``Z`` zones.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Three parts (docs/zones.md):
 - :class:`ZoneIndex` (:mod:`rtls.zone_index`, re-exported here) holds every zone of every floor
   as padded vertex arrays, so one call answers ``contains`` / ``signed_distance`` for N tags
   against Z zones (shapes (N, Z)).
-- :class:`ZoneMembership` is a pure state machine over (N, Z) arrays: a tag enters a zone after
+- :class:`ZoneMembership` is a pure state machine over (tag, zone) pairs (a few slots per tag,
+  not (N, Z) arrays): a tag enters a zone after
   being inside by ``margin_in`` for the zone's entry dwell, and leaves after being outside by
   ``margin_out`` for its leave dwell (or, from zone probabilities such as the room filter's,
   :mod:`rtls.rooms`, after the probability stays above / below a threshold for the dwell).
