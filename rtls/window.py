@@ -180,16 +180,9 @@ class RssiWindow:
         """Smoothed RSSI of ``tags`` (default all) as seen at ``now``, dense (K, G); with
         ``gateways`` (G_b,) sorted indices, only those columns, (K, G_b) (a building's)."""
         idx = np.arange(self.n_tags) if tags is None else np.asarray(tags, dtype=np.intp)
-        gw = self._gw[idx]
+        gw, n_cols = self._columns(idx, gateways)
         s, w, w2, last = self._s[idx], self._w[idx], self._w2[idx], self._last[idx]
         fresh = (gw >= 0) & (last >= now - self.horizon_s) & (w > 0) & (w2 > 0)
-        n_cols = self.n_gateways
-        if gateways is not None:
-            column = np.full(self.n_gateways + 1, -1, dtype=np.intp)  # [-1]: a free slot
-            column[gateways] = np.arange(len(gateways))
-            gw = column[gw]
-            fresh &= gw >= 0
-            n_cols = len(gateways)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             mean = s / np.where(w > 0, w, 1.0)
             n_eff = w * w / np.where(w2 > 0, w2, 1.0)
@@ -211,17 +204,23 @@ class RssiWindow:
         holds, dense (-inf: none; links beyond the horizon are still held until evicted); with
         ``gateways`` (G_b,) distinct indices, only those columns, (K, G_b)."""
         idx = np.asarray(tags, dtype=np.intp)
-        gw = self._gw[idx]
-        n_cols = self.n_gateways
-        if gateways is not None:
-            column = np.full(self.n_gateways + 1, -1, dtype=np.intp)  # [-1]: a free slot
-            column[gateways] = np.arange(len(gateways))
-            gw = column[gw]
-            n_cols = len(gateways)
+        gw, n_cols = self._columns(idx, gateways)
         out = np.full((len(idx), n_cols), -np.inf)
         rows, cols = np.nonzero(gw >= 0)
         out[rows, gw[rows, cols]] = self._last[idx][rows, cols]
         return out
+
+    def _columns(
+        self, idx: NDArray[np.intp], gateways: NDArray[np.intp] | None
+    ) -> tuple[NDArray[np.intp], int]:
+        """(K, slots) the output column of each slot of tags ``idx`` (-1: free, or a gateway
+        not among ``gateways``), and the number of columns (G, or G_b with ``gateways``)."""
+        gw = self._gw[idx]
+        if gateways is None:
+            return gw, self.n_gateways
+        column = np.full(self.n_gateways + 1, -1, dtype=np.intp)  # [-1]: a free slot
+        column[gateways] = np.arange(len(gateways))
+        return column[gw], len(gateways)
 
     def heard(self, now: float, tags: NDArray[np.intp]) -> NDArray[np.intp]:
         """(K, slots) the gateways that heard each of ``tags`` within the horizon (-1: none)."""
